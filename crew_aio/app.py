@@ -1,0 +1,159 @@
+"""Wiring: ``create_app`` builds the aiohttp application; ``run_server`` runs it until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from crew_aio.clock import Clock, SystemClock
+from crew_aio.config import ExitCode, Settings
+from crew_aio.engine import Engine
+from crew_aio.http_api import HEALTH, SERVICE, setup_routes
+from crew_aio.middleware import auth_middleware, error_middleware
+from crew_aio.service import Limits, Service, StoreLike
+from crew_aio.store import SqliteStore, StoreCorrupt, StoreLocked
+from crew_aio.timers import Timers
+
+__all__ = ["STORE", "TIMERS", "create_app", "run_server"]
+
+log = logging.getLogger("crew_aio.app")
+
+
+class AppStore(StoreLike, Protocol):
+    def load(self, raw: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def check(self) -> bool: ...
+
+
+STORE = web.AppKey("store", AppStore)
+TIMERS = web.AppKey("timers", Timers)
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        lease_seconds=settings.lease_seconds,
+        max_lease_seconds=settings.max_lease_seconds,
+        max_wait_seconds=settings.max_wait_seconds,
+        max_tasks_per_request=settings.max_tasks_per_request,
+        max_parents_per_task=settings.max_parents_per_task,
+    )
+
+
+def create_app(
+    settings: Settings, *, store: AppStore | None = None, clock: Clock | None = None
+) -> web.Application:
+    """The application; the store is opened (unless given) and loaded at startup."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware, auth_middleware(settings.api_token, settings.worker_token)],
+    )
+    setup_routes(app)
+    app.cleanup_ctx.append(_lifecycle(settings, store, clock or SystemClock()))
+    return app
+
+
+def _lifecycle(
+    settings: Settings, given: AppStore | None, clock: Clock
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        if given is None:
+            opened = await loop.run_in_executor(
+                None,
+                lambda: SqliteStore.open(settings.db_path, commit_timeout=settings.commit_timeout),
+            )
+            store: AppStore = opened
+        else:
+            store = given
+        engine = await load_engine(store)
+        await store.start()
+        service = Service(engine, store, clock, limits_of(settings))
+        expire = (
+            settings.expired_group_interval_days * 86400 if settings.clean_expired_groups else None
+        )
+        timers = Timers(service, clock, expire)
+        app[STORE], app[SERVICE], app[TIMERS], app[HEALTH] = store, service, timers, store.check
+        timer_task = asyncio.create_task(timers.run(), name="crew_aio.timers")
+        yield
+        timer_task.cancel()
+        await asyncio.gather(timer_task, return_exceptions=True)
+        await store.close()
+
+    return ctx
+
+
+async def load_engine(store: AppStore) -> Engine:
+    """Rebuild the engine from the store in a thread (the loop serves nothing yet)."""
+    loop = asyncio.get_running_loop()
+    engine = Engine()
+    started = loop.time()
+    gc.disable()  # a million new long-lived objects: collecting while loading only costs time
+    try:
+        # task records come as bytes: msgspec decodes them straight into Task structs
+        records = lambda: engine.load(store.load(raw=("t:",)))  # noqa: E731
+        skipped = await loop.run_in_executor(None, records)
+    finally:
+        gc.freeze()  # keep the resident graph out of every later GC pass
+        gc.enable()
+    for key in skipped:
+        log.warning("skipped unreadable record", extra={"event": "store.skipped", "key": key})
+    seconds = round(loop.time() - started, 3)
+    extra = {"event": "store.loaded", "tasks": len(engine.tasks), "seconds": seconds}
+    log.info("loaded", extra=extra)
+    return engine
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT); then drain, commit and return."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        for host, port in [a[:2] for a in runner.addresses]:
+            log.info(f"crew-aio listening on http://{host}:{port}",
+                     extra={"event": "http.listening", "host": host, "port": port})  # fmt: skip
+        await stop.wait()
+        log.info("stopping", extra={"event": "http.stopping"})
+        app[SERVICE].drain()
+    finally:
+        await runner.cleanup()
+    log.info("stopped", extra={"event": "http.stopped"})
+
+
+def _loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop where installed (a dependency on POSIX): ~4x faster WebSocket round trips."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run
+    return uvloop.run
+
+
+def run_server(settings: Settings) -> int:
+    """Run the server in this process until SIGTERM/SIGINT; returns the exit code."""
+    # The store's commits hop between the loop, the writer thread and sqlitedict's thread; with
+    # the default 5 ms GIL switch interval each hop can wait that long behind a busy loop.
+    sys.setswitchinterval(0.0002)
+    try:
+        _loop_runner()(serve(settings))
+    except StoreLocked as exc:
+        log.error(str(exc), extra={"event": "store.locked"})
+        return ExitCode.STORE_LOCKED
+    except StoreCorrupt as exc:
+        log.error(str(exc), extra={"event": "store.corrupt"})
+        return ExitCode.STORE_CORRUPT
+    return ExitCode.OK

@@ -1,0 +1,398 @@
+"""Settings: one frozen object, read once at startup.
+
+The :class:`Settings` class body *is* the defaults table: each field carries its default, its
+environment names (ours first, then Crew's aliases), help text and range check; :data:`SPECS`,
+the CLI options and ``--help`` are derived from it. Precedence per field: CLI flag, first
+environment name, alias names, default. Empty environment values count as unset. This is the
+only module that reads the environment, and only the mapping it is handed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar, get_type_hints
+
+__all__ = [
+    "LOG_LEVELS",
+    "SPECS",
+    "ConfigError",
+    "ExitCode",
+    "Settings",
+    "Spec",
+    "is_loopback",
+    "journal_stream",
+    "load_settings",
+]
+
+T = TypeVar("T")
+Check = Callable[[Any], str | None]
+Parser = Callable[[object], object]
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes (sysexits.h names), shared by ``cli`` and ``app``."""
+
+    OK = 0
+    STORE_CORRUPT = 65  # EX_DATAERR: the database file cannot be read; never recreated
+    STORE_STUCK = 70  # EX_SOFTWARE: a commit hung past its deadline; restart clean
+    STORE_LOCKED = 75  # EX_TEMPFAIL: another server holds the data directory
+    CONFIG = 78  # EX_CONFIG: a setting is invalid; restarting will not help
+
+
+class ConfigError(ValueError):
+    """A setting is malformed or out of range; the message is one line for a human."""
+
+    def __init__(self, message: str, *, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name  # the Settings field, when one is to blame
+
+
+# -- checks and parsers ---------------------------------------------------------------------
+
+
+def _between(low: float, high: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if low <= value <= high else f"must be between {low:g} and {high:g}"
+
+    return check
+
+
+def _at_least(low: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if value >= low else f"must be at least {low:g}"
+
+    return check
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _host(value: str) -> str | None:
+    bad = not value or any(char.isspace() for char in value)
+    return "must be an address or a host name" if bad else None
+
+
+def _known_level(value: str) -> str | None:
+    return None if value in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
+
+
+def _parse_str(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError("expected a string")
+    return raw
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    try:
+        return int(_parse_str(raw).strip(), 10)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _parse_float(raw: object) -> float:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        number = float(raw)
+    else:
+        try:
+            number = float(_parse_str(raw).strip())
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+_BOOLS: Final = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _parse_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    try:
+        return _BOOLS[_parse_str(raw).strip().lower()]
+    except KeyError:
+        raise ValueError("expected true/false, yes/no or 1/0") from None
+
+
+def _parse_path(raw: object) -> Path:
+    if isinstance(raw, Path):
+        return raw
+    text = _parse_str(raw)
+    if not text:
+        raise ValueError("must not be empty")
+    return Path(text)
+
+
+def _parse_token(raw: object) -> str | None:
+    text = _parse_str(raw)
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise ValueError("must not contain whitespace or control characters")
+    return text or None
+
+
+def _parse_level(raw: object) -> str:
+    return _parse_str(raw).strip().lower()
+
+
+_PARSERS: Final[Mapping[object, Parser]] = {
+    str: _parse_str,
+    int: _parse_int,
+    float: _parse_float,
+    bool: _parse_bool,
+    Path: _parse_path,
+    str | None: _parse_token,
+}
+
+
+def _setting(
+    default: T,
+    *env: str,
+    doc: str,
+    check: Check | None = None,
+    parse: Parser | None = None,
+    secret: bool = False,
+) -> T:
+    """One row of the defaults table (a dataclass field with its metadata)."""
+    meta = {"env": env, "doc": doc, "check": check, "parse": parse, "secret": secret}
+    return field(default=default, repr=not secret, metadata=meta)
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server is configured with. Build it with :func:`load_settings`."""
+
+    host: str = _setting(
+        "127.0.0.1",
+        "CREW_HOST",
+        check=_host,
+        doc="Address to listen on. A non-loopback address needs an API token.",
+    )
+    port: int = _setting(
+        3000, "CREW_PORT", check=_between(0, 65535), doc="TCP port (0 picks a free one)."
+    )
+    data_dir: Path = _setting(  # noqa: RUF009 (a Path is immutable; _setting returns a field)
+        Path("crew-data"),
+        "CREW_DATA_DIR",
+        doc="Directory of the database (crew.sqlite) and its lock file.",
+    )
+    api_token: str | None = _setting(
+        None, "CREW_API_TOKEN", secret=True, doc="Admin token: every endpoint."
+    )
+    worker_token: str | None = _setting(
+        None, "CREW_WORKER_TOKEN", secret=True, doc="Worker token: acquire/extend/release only."
+    )
+    insecure: bool = _setting(
+        False, "CREW_INSECURE", doc="Allow a non-loopback host without an API token."
+    )
+    lease_seconds: float = _setting(
+        60.0,
+        "CREW_LEASE_SECONDS",
+        "CREW_ABANDONED_TASK_INTERVAL_IN_SECONDS",
+        check=_at_least(1),
+        doc="Lease length in seconds when a worker asks for none.",
+    )
+    max_lease_seconds: float = _setting(
+        3600.0,
+        "CREW_MAX_LEASE_SECONDS",
+        check=_at_least(1),
+        doc="Longest lease a worker may ask for, in seconds.",
+    )
+    max_wait_seconds: float = _setting(
+        60.0,
+        "CREW_MAX_WAIT_SECONDS",
+        check=_positive,
+        doc="Longest acquire long-poll (waitSeconds), in seconds.",
+    )
+    clean_expired_groups: bool = _setting(
+        False,
+        "CREW_CLEAN_EXPIRED_GROUPS",
+        doc="Delete task groups that expired (see the next option).",
+    )
+    expired_group_interval_days: float = _setting(
+        30.0,
+        "CREW_EXPIRED_GROUP_INTERVAL_IN_DAYS",
+        check=_positive,
+        doc="Idle days after which a group counts as expired.",
+    )
+    max_body_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "CREW_MAX_BODY_BYTES",
+        check=_positive,
+        doc="Largest request body or WebSocket message, in bytes.",
+    )
+    max_tasks_per_request: int = _setting(
+        100_000,
+        "CREW_MAX_TASKS_PER_REQUEST",
+        check=_positive,
+        doc="Most tasks one request creates.",
+    )
+    max_parents_per_task: int = _setting(
+        10_000, "CREW_MAX_PARENTS_PER_TASK", check=_positive, doc="Most parents of one task."
+    )
+    commit_timeout: float = _setting(
+        10.0,
+        "CREW_COMMIT_TIMEOUT",
+        check=_positive,
+        doc="Seconds a store commit may take before the server stops (exit 70).",
+    )
+    shutdown_timeout: float = _setting(
+        20.0,
+        "CREW_SHUTDOWN_TIMEOUT",
+        check=_positive,
+        doc="Seconds in-flight requests get to finish after SIGTERM.",
+    )
+    log_level: str = _setting(
+        "info", "CREW_LOG_LEVEL", check=_known_level, parse=_parse_level, doc="Log level."
+    )
+    log_json: bool = _setting(False, "CREW_LOG_JSON", doc="Log JSON lines instead of plain text.")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "crew.sqlite"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The configured tokens, for log redaction."""
+        return tuple(t for t in (self.api_token, self.worker_token) if t)
+
+    def redacted(self) -> dict[str, object]:
+        """Every field, tokens replaced by ``"<set>"``: safe to log."""
+        out: dict[str, object] = {}
+        for spec in SPECS:
+            value = getattr(self, spec.name)
+            out[spec.name] = "<set>" if spec.secret and value is not None else value
+        return out
+
+    def validate(self, sources: Mapping[str, str] | None = None) -> None:
+        """Raise :class:`ConfigError` for the first bad field.
+
+        ``sources`` maps field names to where the value came from (``--port``, ``CREW_PORT``);
+        the message names that source, or the field when it is not given.
+        """
+        label = dict(sources or {})
+        for spec in SPECS:
+            value = getattr(self, spec.name)
+            reason = spec.check(value) if spec.check else None
+            if reason:
+                raise spec.error(label.get(spec.name, spec.name), value, reason)
+        if self.lease_seconds > self.max_lease_seconds:
+            spec = SPEC_BY_NAME["lease_seconds"]
+            source = label.get(spec.name, spec.name)
+            reason = f"must not exceed max_lease_seconds ({self.max_lease_seconds:g})"
+            raise spec.error(source, self.lease_seconds, reason)
+        if not (self.insecure or self.api_token or is_loopback(self.host)):
+            raise ConfigError(
+                f"refusing to listen on {self.host} without CREW_API_TOKEN; "
+                "pass --insecure to override",
+                name="host",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One row of the table, as the CLI and the loader see it."""
+
+    name: str
+    default: object
+    env: tuple[str, ...]
+    doc: str
+    kind: object  # the annotation: str, int, float, bool, Path or str | None
+    parse: Parser
+    check: Check | None
+    secret: bool
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def is_flag(self) -> bool:
+        return self.kind is bool
+
+    def error(self, source: str, value: object, reason: str) -> ConfigError:
+        shown = "<redacted>" if self.secret else repr(value) if isinstance(value, str) else value
+        return ConfigError(f"{source}={shown}: {reason}", name=self.name)
+
+
+def _specs() -> tuple[Spec, ...]:
+    hints = get_type_hints(Settings)
+    rows = []
+    for f in dataclasses.fields(Settings):
+        kind, meta = hints[f.name], dict(f.metadata)
+        parse = meta.pop("parse") or _PARSERS[kind]
+        rows.append(Spec(name=f.name, default=f.default, kind=kind, parse=parse, **meta))
+    return tuple(rows)
+
+
+SPECS: Final = _specs()
+SPEC_BY_NAME: Final = {spec.name: spec for spec in SPECS}
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def _lookup(
+    spec: Spec, cli: Mapping[str, object], environ: Mapping[str, str]
+) -> tuple[str, object] | None:
+    """Where this field's value comes from, and the raw value; ``None`` for the default."""
+    if cli.get(spec.name) is not None:
+        return spec.flag, cli[spec.name]
+    for name in spec.env:
+        if environ.get(name):
+            return name, environ[name]
+    return None
+
+
+def load_settings(cli: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
+    """Build and validate Settings from explicitly given CLI values and an environment.
+
+    ``cli`` holds only the flags the user gave, keyed by field name (``None`` means not given);
+    values may be strings (parsed like environment values) or already of the field's type.
+    """
+    unknown = sorted(set(cli) - SPEC_BY_NAME.keys())
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in SPECS:
+        found = _lookup(spec, cli, environ)
+        if found is None:
+            continue
+        source, raw = found
+        try:
+            values[spec.name] = spec.parse(raw)
+        except ValueError as exc:
+            raise spec.error(source, raw, str(exc)) from None
+        sources[spec.name] = source
+    settings = Settings(**values)
+    settings.validate(sources)
+    return settings
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals; any other name counts as exposed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def journal_stream(environ: Mapping[str, str]) -> str | None:
+    """``JOURNAL_STREAM`` (``device:inode`` of stderr when systemd connects it to journald)."""
+    return environ.get("JOURNAL_STREAM") or None

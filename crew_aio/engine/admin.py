@@ -1,0 +1,201 @@
+"""Operator transitions: groups, pause/resume, retry, reset, pluck, edit, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from crew_aio.engine.graph import descendants
+from crew_aio.engine.state import Change
+from crew_aio.engine.work import Work
+from crew_aio.errors import Conflict
+from crew_aio.model import Task, TaskGroup
+
+__all__ = ["Admin"]
+
+# PUT /task/:id: API field name → Task attribute
+EDITABLE = {
+    "name": "name",
+    "channel": "channel",
+    "workgroup": "workgroup",
+    "key": "key",
+    "remainingAttempts": "remaining_attempts",
+    "priority": "priority",
+    "runAfter": "run_after",
+    "progressWeight": "progress_weight",
+    "isSeed": "is_seed",
+    "isPaused": "is_paused",
+    "errorDelayInSeconds": "error_delay",
+    "input": "input",
+}
+
+
+class Admin(Work):
+    # groups ------------------------------------------------------------------------------
+    def create_group(
+        self, name: str, now: float, is_paused: bool = False
+    ) -> tuple[TaskGroup, Change]:
+        ch = self._start()
+        group = TaskGroup(self.new_id(now), name, is_paused, now, now, active_at=now)
+        self.groups[group.id] = group
+        self.group_tasks[group.id] = {}
+        ch.groups[group.id] = None
+        return group, ch
+
+    def update_group(
+        self, group_id: str, now: float, *, name: str | None = None, is_paused: bool | None = None
+    ) -> tuple[TaskGroup, Change]:
+        ch = self._start()
+        group = self.group(group_id)
+        if name is not None:
+            group.name = name
+        if is_paused is not None and is_paused != group.is_paused:
+            group.is_paused = is_paused
+            if not is_paused:
+                self._queue_all(self.group_tasks.get(group_id, ()), now)
+        self._touch_group(group, now)
+        return group, ch
+
+    def delete_group(self, group_id: str, now: float) -> tuple[TaskGroup, Change]:
+        ch = self._start()
+        group = self.group(group_id)
+        self._delete(list(self.group_tasks.get(group_id, ())), now)
+        self.group_tasks.pop(group_id, None)
+        del self.groups[group_id]
+        ch.groups[group_id] = None
+        return group, ch
+
+    def expired_groups(self, idle_since: float) -> list[str]:
+        """Groups in which nothing changed since ``idle_since`` (Crew's expired-group cleanup)."""
+        return [g.id for g in self.groups.values() if g.active_at < idle_since]
+
+    def retry_group(self, group_id: str, attempts: int, now: float) -> tuple[TaskGroup, Change]:
+        """Failed tasks of the group get ``attempts`` more attempts, runnable at once."""
+        ch = self._start()
+        group = self.group(group_id)
+        for tid in self.group_tasks.get(group_id, ()):
+            t = self.tasks[tid]
+            if not t.is_complete and t.remaining_attempts <= 0:
+                self._give_attempts(t, attempts, now)
+        return group, ch
+
+    def reset_group(self, group_id: str, now: float) -> tuple[TaskGroup, Change]:
+        """Delete non-seed tasks if the group has seeds; every remaining task looks never run."""
+        ch = self._start()
+        group = self.group(group_id)
+        members = [self.tasks[tid] for tid in self.group_tasks.get(group_id, ())]
+        if any(t.is_seed for t in members):
+            doomed = [t.id for t in members if not t.is_seed]
+            self._delete(doomed, now, cascade=False)
+            gone = set(doomed)
+            members = [t for t in members if t.is_seed]
+            for t in members:
+                self._strip_parents(t, gone, now)
+        for t in members:
+            self._reset_fields(t, now)
+        for t in members:
+            t.pending_parents = sum(not self.tasks[p].is_complete for p in t.parent_ids)
+        self._queue_all((t.id for t in members), now)
+        return group, ch
+
+    def _strip_parents(self, t: Task, gone: set[str], now: float) -> None:
+        kept = tuple(p for p in t.parent_ids if p not in gone)
+        if kept != t.parent_ids:
+            t.parent_ids = kept
+            self._touch(t, now)
+
+    # tasks -------------------------------------------------------------------------------
+    def reset_task(self, task_id: str, now: float) -> tuple[Task, Change]:
+        ch = self._start()
+        t = self.task(task_id)
+        if t.is_complete:
+            for cid in t.children or ():
+                self.tasks[cid].pending_parents += 1
+        self._reset_fields(t, now)
+        self._queue(t, now)
+        return t, ch
+
+    def retry_task(self, task_id: str, attempts: int, now: float) -> tuple[Task, Change]:
+        ch = self._start()
+        t = self.task(task_id)
+        if t.is_complete:
+            raise Conflict(f"task {task_id!r} is complete; reset it to run it again")
+        self._give_attempts(t, attempts, now)
+        return t, ch
+
+    def pluck(self, task_id: str, now: float) -> tuple[TaskGroup, Change]:
+        """Copy a task, never run and with no parents, into a new paused group."""
+        t = self.task(task_id)
+        group, ch = self.create_group(f"{t.name} (plucked)", now, is_paused=True)
+        copy = Task(
+            id=self.new_id(now), group_id=group.id, name=t.name, channel=t.channel,
+            workgroup=t.workgroup, key=t.key, remaining_attempts=t.max_attempts,
+            max_attempts=t.max_attempts, priority=t.priority, progress_weight=t.progress_weight,
+            error_delay=t.error_delay, input=t.input, created_at=now, updated_at=now,
+        )  # fmt: skip
+        self._register(copy)
+        ch.tasks[copy.id] = None
+        ch.created.add(copy.id)
+        return group, ch
+
+    def update_task(self, task_id: str, fields: dict[str, Any], now: float) -> tuple[Task, Change]:
+        """Apply editable fields (API names, already validated) to a task."""
+        ch = self._start()
+        t = self.task(task_id)
+        old_channel, old_priority = t.channel, t.priority
+        self._unindex(t)
+        for name, value in fields.items():
+            setattr(t, EDITABLE[name], value)
+        self._index(t)
+        if t.channel != old_channel:
+            self.channel_tasks[old_channel].pop(t.id, None)
+            self.channel_tasks.setdefault(t.channel, {})[t.id] = None
+        if t.channel != old_channel or t.priority != old_priority:
+            t.queued = False
+        self._touch(t, now)
+        self._queue(t, now)
+        return t, ch
+
+    def delete_task(self, task_id: str, now: float) -> tuple[list[str], Change]:
+        """Delete a task and all its descendants; returns their ids."""
+        ch = self._start()
+        self.task(task_id)
+        doomed = descendants([task_id], lambda tid: self.tasks[tid].children or ())
+        self._delete(doomed, now)
+        return doomed, ch
+
+    # helpers -----------------------------------------------------------------------------
+    def _delete(self, ids: list[str], now: float, cascade: bool = True) -> None:
+        holders = [t for t in map(self.tasks.__getitem__, ids) if t.lease_id and t.key is not None]
+        if not cascade:
+            doomed = set(ids)
+            for tid in ids:
+                t = self.tasks[tid]
+                for cid in t.children or ():
+                    if cid not in doomed:
+                        self.tasks[cid].pending_parents -= not t.is_complete
+        self._remove(ids)
+        for t in holders:  # their surviving key-mates were assigned with no lease of their own
+            self._drop_mates(t, now)
+
+    def _give_attempts(self, t: Task, attempts: int, now: float) -> None:
+        t.remaining_attempts = attempts
+        t.run_after = None
+        self._touch(t, now)
+        self._queue(t, now)
+
+    def _reset_fields(self, t: Task, now: float) -> None:
+        self._unindex(t)
+        was_holder = t.lease_id is not None
+        t.is_complete, t.output, t.completed_at = False, None, None
+        t.errors = []
+        t.remaining_attempts, t.run_after = t.max_attempts, None
+        self._drop_lease(t)
+        self._index(t)
+        self._touch(t, now)
+        if was_holder:
+            self._drop_mates(t, now)
+
+    def _queue_all(self, ids: Iterable[str], now: float) -> None:
+        for tid in ids:
+            self._queue(self.tasks[tid], now)

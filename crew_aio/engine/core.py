@@ -1,0 +1,137 @@
+"""The engine: every transition of API.md plus the read side, loading and snapshots.
+
+Deterministic and synchronous: the same calls with the same ``now`` reach the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from operator import attrgetter
+from typing import Any
+
+from crew_aio.engine.admin import Admin
+from crew_aio.model import (
+    Status,
+    Task,
+    TaskGroup,
+    group_from_record,
+    group_to_record,
+    task_from_json,
+    task_from_record,
+    task_to_record,
+)
+
+__all__ = ["Engine"]
+
+
+class Engine(Admin):
+    # reads -------------------------------------------------------------------------------
+    def status(self, t: Task, now: float) -> Status:
+        if t.is_complete:
+            return Status.COMPLETED
+        if t.assigned_to is not None:
+            return Status.LEASED
+        if t.remaining_attempts <= 0:
+            return Status.FAILED
+        if self._paused(t):
+            return Status.PAUSED
+        if t.pending_parents:
+            return Status.WAITING
+        if t.run_after is not None and t.run_after > now:
+            return Status.DELAYED
+        return Status.READY
+
+    def group_counts(self, group_id: str, now: float) -> dict[str, int]:
+        counts = dict.fromkeys((s.value for s in Status), 0)
+        for tid in self.group_tasks.get(group_id, ()):
+            counts[self.status(self.tasks[tid], now)] += 1
+        return counts
+
+    def group_progress(self, group_id: str) -> float:
+        done = total = 0.0
+        for tid in self.group_tasks.get(group_id, ()):
+            t = self.tasks[tid]
+            total += t.progress_weight
+            done += t.progress_weight if t.is_complete else 0.0
+        return done / total if total > 0 else 0.0
+
+    def list_groups(self, limit: int | None, skip: int) -> list[TaskGroup]:
+        newest_first = reversed(self.groups.values())
+        return list(islice(newest_first, skip, None if limit is None else skip + limit))
+
+    def group_task_list(self, group_id: str, limit: int | None, skip: int) -> list[Task]:
+        self.group(group_id)
+        return self._page(self.group_tasks.get(group_id, {}), limit, skip)
+
+    def channel_task_list(self, channel: str, limit: int | None, skip: int) -> list[Task]:
+        return self._page(self.channel_tasks.get(channel, {}), limit, skip)
+
+    def _page(self, ids: dict[str, None], limit: int | None, skip: int) -> list[Task]:
+        end = None if limit is None else skip + limit
+        return [self.tasks[tid] for tid in islice(ids, skip, end)]
+
+    def channels(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "totalCount": st.total,
+                "completedCount": st.completed,
+                "assignedCount": st.assigned,
+            }
+            for name, st in sorted(self.stats.items())
+            if st.total
+        ]
+
+    def parents_of(self, t: Task) -> list[Task]:
+        return [self.tasks[p] for p in t.parent_ids if p in self.tasks]
+
+    # persistence -------------------------------------------------------------------------
+    def load(self, records: Iterable[tuple[str, Any]]) -> list[str]:
+        """Rebuild the whole graph, leases included, from store records.
+
+        Returns the keys of records that could not be used (malformed, or a task whose group is
+        gone): the caller logs them; they are skipped, never fatal. Unknown kinds are ignored.
+        """
+        tasks, skipped = self._read(records)
+        self.groups = dict(sorted(self.groups.items()))
+        tasks.sort(key=attrgetter("id"))
+        skipped += [f"t:{t.id}" for t in tasks if t.group_id not in self.groups]
+        tasks = [t for t in tasks if t.group_id in self.groups]
+        for ident in (*self.groups, *(t.id for t in tasks[-1:])):
+            self.observe_id(ident)
+        self.observe_id(max((t.lease_id for t in tasks if t.lease_id), default=""))
+        for t in tasks:
+            self._register(t)
+        for group in self.groups.values():
+            group.active_at = max(group.created_at, group.updated_at)
+        for t in tasks:
+            group = self.groups[t.group_id]
+            group.active_at = max(group.active_at, t.updated_at)
+            self._link(t)
+            self._queue(t, float("-inf"))
+        self._start()
+        return skipped
+
+    def _read(self, records: Iterable[tuple[str, Any]]) -> tuple[list[Task], list[str]]:
+        tasks: list[Task] = []
+        skipped: list[str] = []
+        for key, value in records:
+            try:
+                if key.startswith("t:"):
+                    from_json = isinstance(value, bytes)
+                    tasks.append(task_from_json(value) if from_json else task_from_record(value))
+                elif key.startswith("g:"):
+                    group = group_from_record(value)
+                    self.groups[group.id] = group
+                    self.group_tasks.setdefault(group.id, {})
+            except (KeyError, TypeError, ValueError, AttributeError):
+                skipped.append(key)
+        return tasks, skipped
+
+    def records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every record this state persists (for snapshots and property tests)."""
+        for group in self.groups.values():
+            yield f"g:{group.id}", group_to_record(group)
+        for t in self.tasks.values():
+            yield f"t:{t.id}", task_to_record(t)

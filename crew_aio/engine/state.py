@@ -1,0 +1,241 @@
+"""The in-memory graph, its indexes, and the primitives every operation is built from.
+
+Indexes (no hot path scans all tasks):
+
+* ``ready[channel]``: heap of (-priority, id) of possibly acquirable tasks, lazy deletion;
+* ``delays``: heap of (runAfter, id); ``leases``: heap of (leaseExpiresAt, leaseId, id);
+* per task: ``pending_parents`` (incomplete parents) and ``children``;
+* ``keys[(channel, key)]`` and ``workgroups[name]``: incomplete tasks; ``key_holder``: the
+  leased task of a key; ``group_tasks`` / ``channel_tasks`` in creation order; channel counters.
+
+Heap entries are hints: whoever pops one re-checks the task, so a stale entry costs one pop.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from crew_aio.errors import NotFound
+from crew_aio.model import Task, TaskGroup
+
+__all__ = ["Change", "ChannelStats", "State"]
+
+K = TypeVar("K")
+
+
+@dataclass(slots=True)
+class Change:
+    """What one engine call touched: the service persists it, then publishes it."""
+
+    tasks: dict[str, None] = field(default_factory=dict)
+    created: set[str] = field(default_factory=set)
+    groups: dict[str, None] = field(default_factory=dict)
+    ready_channels: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.groups)
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    total: int = 0
+    completed: int = 0
+    assigned: int = 0
+
+
+class State:
+    """Tasks, groups and indexes; every mutation of a task goes through unindex → edit → index."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.groups: dict[str, TaskGroup] = {}
+        self.group_tasks: dict[str, dict[str, None]] = {}
+        self.channel_tasks: dict[str, dict[str, None]] = {}
+        self.stats: dict[str, ChannelStats] = {}
+        self.keys: dict[tuple[str, str], dict[str, None]] = {}
+        self.key_holder: dict[tuple[str, str], str] = {}
+        self.workgroups: dict[str, dict[str, None]] = {}
+        self.ready: dict[str, list[tuple[int, str]]] = {}
+        self.delays: list[tuple[float, str]] = []
+        self.leases: list[tuple[float, str, str]] = []
+        self._last_ms = 0
+        self._seq = 0
+        self._ch = Change()
+
+    # ids ---------------------------------------------------------------------------------
+    def new_id(self, now: float) -> str:
+        """24 hex digits: milliseconds then a sequence; unique and sortable by creation."""
+        ms = int(now * 1000)
+        if ms > self._last_ms:
+            self._last_ms, self._seq = ms, 0
+        else:
+            self._seq += 1
+        return f"{self._last_ms:012x}{self._seq:012x}"
+
+    def observe_id(self, ident: str) -> None:
+        """Keep new ids above one loaded from the store."""
+        try:
+            ms, seq = int(ident[:12], 16), int(ident[12:24], 16)
+        except ValueError:
+            return
+        if (ms, seq) > (self._last_ms, self._seq):
+            self._last_ms, self._seq = ms, seq
+
+    # lookups -----------------------------------------------------------------------------
+    def task(self, task_id: str) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r}")
+        return task
+
+    def group(self, group_id: str) -> TaskGroup:
+        group = self.groups.get(group_id)
+        if group is None:
+            raise NotFound(f"no task group {group_id!r}")
+        return group
+
+    # change tracking ---------------------------------------------------------------------
+    def _start(self) -> Change:
+        self._ch = Change()
+        return self._ch
+
+    def _touch(self, task: Task, now: float) -> None:
+        task.updated_at = now
+        self._ch.tasks[task.id] = None
+        self.groups[task.group_id].active_at = now
+
+    def _touch_group(self, group: TaskGroup, now: float) -> None:
+        group.updated_at = group.active_at = now
+        self._ch.groups[group.id] = None
+
+    # indexes -----------------------------------------------------------------------------
+    def _index(self, t: Task) -> None:
+        st = self.stats.get(t.channel)
+        if st is None:
+            st = self.stats[t.channel] = ChannelStats()
+        st.total += 1
+        if t.is_complete:
+            st.completed += 1
+            return
+        if t.assigned_to is not None:
+            st.assigned += 1
+        if t.key is not None:
+            self.keys.setdefault((t.channel, t.key), {})[t.id] = None
+            if t.lease_id is not None:
+                self.key_holder[(t.channel, t.key)] = t.id
+        if t.workgroup is not None:
+            self.workgroups.setdefault(t.workgroup, {})[t.id] = None
+
+    def _unindex(self, t: Task) -> None:
+        st = self.stats[t.channel]
+        st.total -= 1
+        if t.is_complete:
+            st.completed -= 1
+            return
+        if t.assigned_to is not None:
+            st.assigned -= 1
+        if t.key is not None:
+            k = (t.channel, t.key)
+            _discard(self.keys, k, t.id)
+            if self.key_holder.get(k) == t.id:
+                del self.key_holder[k]
+        if t.workgroup is not None:
+            _discard(self.workgroups, t.workgroup, t.id)
+
+    def _register(self, t: Task) -> None:
+        """Add a new or loaded task to the maps and indexes (link it once its parents are in)."""
+        self.tasks[t.id] = t
+        self.group_tasks.setdefault(t.group_id, {})[t.id] = None
+        self.channel_tasks.setdefault(t.channel, {})[t.id] = None
+        self._index(t)
+        if t.lease_id is not None and t.lease_expires_at is not None:
+            heapq.heappush(self.leases, (t.lease_expires_at, t.lease_id, t.id))
+
+    def _link(self, t: Task) -> None:
+        """Enter ``t`` in its parents' children lists and count its incomplete parents."""
+        pending = 0
+        for pid in t.parent_ids:
+            parent = self.tasks.get(pid)
+            if parent is None:
+                continue
+            if parent.children is None:
+                parent.children = []
+            parent.children.append(t.id)
+            pending += not parent.is_complete
+        t.pending_parents = pending
+
+    def _remove(self, ids: list[str]) -> None:
+        """Forget these tasks; surviving parents' children lists are filtered once each."""
+        doomed = set(ids)
+        parents: dict[str, None] = {}
+        for tid in ids:
+            t = self.tasks.pop(tid)
+            self._unindex(t)
+            _discard(self.group_tasks, t.group_id, tid)
+            _discard(self.channel_tasks, t.channel, tid)
+            for pid in t.parent_ids:
+                if pid not in doomed:
+                    parents[pid] = None
+            self._ch.tasks[tid] = None
+        for pid in parents:
+            parent = self.tasks.get(pid)
+            if parent is not None and parent.children:
+                parent.children = [c for c in parent.children if c not in doomed] or None
+
+    # readiness ---------------------------------------------------------------------------
+    def _paused(self, t: Task) -> bool:
+        return t.is_paused or self.groups[t.group_id].is_paused
+
+    def _blocked(self, t: Task) -> bool:
+        """True when ``t`` cannot be handed out for a reason other than time."""
+        if t.is_complete or t.assigned_to is not None or t.remaining_attempts <= 0:
+            return True
+        if t.pending_parents or self._paused(t):
+            return True
+        if t.key is not None:
+            holder = self.key_holder.get((t.channel, t.key))
+            return holder is not None and holder != t.id
+        return False
+
+    def _queue(self, t: Task, now: float) -> None:
+        """Put ``t`` where it will be found: its channel heap, or the delay heap."""
+        if self._blocked(t):
+            return
+        if t.run_after is not None and t.run_after > now:
+            heapq.heappush(self.delays, (t.run_after, t.id))
+            return
+        if not t.queued:
+            t.queued = True
+            heapq.heappush(self.ready.setdefault(t.channel, []), (-t.priority, t.id))
+        self._ch.ready_channels.add(t.channel)
+
+    def _pop_ready(self, channel: str, now: float) -> Task | None:
+        heap = self.ready.get(channel)
+        while heap:
+            neg_priority, tid = heapq.heappop(heap)
+            t = self.tasks.get(tid)
+            if t is None or t.channel != channel or -neg_priority != t.priority:
+                continue
+            t.queued = False
+            if self._blocked(t):
+                continue
+            if t.run_after is not None and t.run_after > now:
+                heapq.heappush(self.delays, (t.run_after, t.id))
+                continue
+            return t
+        return None
+
+    def next_deadline(self) -> float | None:
+        """The earliest runAfter or lease expiry the timer must wake for."""
+        times = [h[0][0] for h in (self.delays, self.leases) if h]
+        return min(times) if times else None
+
+
+def _discard(index: dict[K, dict[str, None]], key: K, tid: str) -> None:
+    bucket = index.get(key)
+    if bucket is not None:
+        bucket.pop(tid, None)
+        if not bucket:
+            del index[key]

@@ -1,0 +1,267 @@
+"""The worker-facing transitions: create, acquire, release, extend, and time passing."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Any
+
+from crew_aio.engine.graph import TaskSpec, plan_batch
+from crew_aio.engine.state import Change, State
+from crew_aio.errors import Conflict, Invalid, StaleLease
+from crew_aio.model import Task
+
+__all__ = ["Work"]
+
+LEASE_EXPIRED = "lease expired"
+
+
+class Work(State):
+    """Engine calls used by workers; each takes ``now`` and returns what changed."""
+
+    # creation ----------------------------------------------------------------------------
+    def create_tasks(
+        self, group_id: str, specs: Sequence[TaskSpec], now: float
+    ) -> tuple[list[Task], Change]:
+        """Create a whole mini-DAG atomically (all or nothing), in request order."""
+        ch = self._start()
+        self.group(group_id)
+        tasks = self._create_batch(group_id, specs, now, default_parent=None)
+        for t in tasks:
+            self._queue(t, now)
+        return tasks, ch
+
+    def _check_batch(self, group_id: str, specs: Sequence[TaskSpec]) -> list[tuple[int, ...]]:
+        deps = plan_batch(specs)
+        for i, spec in enumerate(specs):
+            for pid in spec.parent_ids:
+                parent = self.tasks.get(pid)
+                if parent is None or parent.group_id != group_id:
+                    raise Invalid(f"no task {pid!r} in this group", field=f"[{i}].parentIds")
+        return deps
+
+    def _create_batch(
+        self, group_id: str, specs: Sequence[TaskSpec], now: float, default_parent: str | None
+    ) -> list[Task]:
+        deps = self._check_batch(group_id, specs)
+        ids = [self.new_id(now) for _ in specs]
+        tasks = []
+        for spec, tid, dep in zip(specs, ids, deps, strict=True):
+            parents = [*spec.parent_ids, *(ids[j] for j in dep)]
+            if spec.pseudo_parents is None and default_parent is not None:
+                parents.append(default_parent)
+            tasks.append(_new_task(spec, tid, group_id, tuple(dict.fromkeys(parents)), now))
+        for t in tasks:
+            self._register(t)
+            self._ch.tasks[t.id] = None
+            self._ch.created.add(t.id)
+        for t in tasks:
+            self._link(t)
+        return tasks
+
+    # leases ------------------------------------------------------------------------------
+    def acquire(
+        self, channel: str, worker_id: str, now: float, lease_seconds: float, count: int = 1
+    ) -> tuple[list[Task], Change]:
+        """Lease up to ``count`` tasks of ``channel``: highest priority first, then oldest."""
+        ch = self._start()
+        self._advance(now)
+        out: list[Task] = []
+        while len(out) < count:
+            t = self._pop_ready(channel, now)
+            if t is None:
+                break
+            self._lease(t, worker_id, now, lease_seconds)
+            out.append(t)
+        return out, ch
+
+    def _lease(self, t: Task, worker_id: str, now: float, lease_seconds: float) -> None:
+        self._unindex(t)
+        t.assigned_to, t.assigned_at = worker_id, now
+        t.lease_id, t.lease_expires_at = self.new_id(now), now + lease_seconds
+        self._index(t)
+        heapq.heappush(self.leases, (t.lease_expires_at, t.lease_id, t.id))
+        self._touch(t, now)
+        if t.key is not None:
+            for mid in list(self.keys.get((t.channel, t.key), ())):
+                mate = self.tasks[mid]
+                if mate is not t and mate.assigned_to is None:
+                    self._set_assigned(mate, worker_id, now)
+
+    def _set_assigned(self, t: Task, worker_id: str | None, now: float | None) -> None:
+        self._unindex(t)
+        t.assigned_to, t.assigned_at = worker_id, now
+        self._index(t)
+        self._ch.tasks[t.id] = None
+
+    @staticmethod
+    def _drop_lease(t: Task) -> None:
+        """Clear ``t``'s lease fields (the caller has unindexed it)."""
+        t.assigned_to = t.assigned_at = t.lease_id = t.lease_expires_at = None
+
+    def _check_holder(self, t: Task, worker_id: str, lease_id: str | None, now: float) -> None:
+        if t.lease_id is None:
+            raise StaleLease(f"task {t.id!r} is not leased")
+        if t.assigned_to != worker_id:
+            raise StaleLease(f"task {t.id!r} is leased by another worker")
+        if lease_id is not None and lease_id != t.lease_id:
+            raise StaleLease(f"lease {lease_id!r} of task {t.id!r} is no longer current")
+        if t.lease_expires_at is not None and t.lease_expires_at <= now:
+            raise StaleLease(f"the lease of task {t.id!r} expired")
+
+    def extend(
+        self, task_id: str, worker_id: str, lease_id: str | None, lease_seconds: float, now: float
+    ) -> tuple[Task, Change]:
+        """Renew a lease (heartbeat): it now ends ``lease_seconds`` from ``now``."""
+        ch = self._start()
+        t = self.task(task_id)
+        if t.is_complete:
+            raise Conflict(f"task {task_id!r} is already complete")
+        self._check_holder(t, worker_id, lease_id, now)
+        t.lease_expires_at = now + lease_seconds
+        heapq.heappush(self.leases, (t.lease_expires_at, t.lease_id or "", t.id))
+        self._touch(t, now)
+        return t, ch
+
+    # release -----------------------------------------------------------------------------
+    def release(
+        self,
+        task_id: str,
+        worker_id: str,
+        now: float,
+        *,
+        lease_id: str | None = None,
+        output: Any = None,
+        error: Any = None,
+        children: Sequence[TaskSpec] = (),
+        workgroup_delay: float = 0.0,
+        children_delay: float = 0.0,
+    ) -> tuple[Task, Change]:
+        """Settle a lease: an error costs an attempt; success completes, key-mates included,
+        and creates ``children`` (all or nothing). A completed task is returned unchanged."""
+        ch = self._start()
+        t = self.task(task_id)
+        if t.is_complete:
+            return t, ch
+        self._check_holder(t, worker_id, lease_id, now)
+        if error is not None:
+            self._fail_attempt(t, error, now)
+        else:
+            self._succeed(t, output, children, children_delay, now)
+        if workgroup_delay > 0 and t.workgroup is not None:
+            self._delay_workgroup(t.workgroup, now + workgroup_delay, now)
+        return t, ch
+
+    def _fail_attempt(self, t: Task, error: Any, now: float) -> None:
+        self._unindex(t)
+        t.remaining_attempts -= 1
+        t.errors.append(error)
+        t.run_after = now + t.error_delay
+        self._drop_lease(t)
+        self._index(t)
+        self._touch(t, now)
+        self._drop_mates(t, now)
+        self._queue(t, now)
+
+    def _drop_mates(self, t: Task, now: float) -> None:
+        if t.key is None:
+            return
+        for mid in list(self.keys.get((t.channel, t.key), ())):
+            mate = self.tasks[mid]
+            if mate is t:
+                continue
+            if mate.assigned_to is not None and mate.lease_id is None:
+                self._set_assigned(mate, None, None)
+                self._touch(mate, now)
+            # a mate created during the lease was never assigned nor queued (the key was held)
+            self._queue(mate, now)
+
+    def _succeed(
+        self, t: Task, output: Any, children: Sequence[TaskSpec], delay: float, now: float
+    ) -> None:
+        if children:
+            self._check_batch(t.group_id, children)
+        mates = [] if t.key is None else list(self.keys.get((t.channel, t.key), ()))
+        unblocked = self._complete(t, output, now)
+        for mid in mates:
+            mate = self.tasks[mid]
+            if mate is not t:
+                unblocked += self._complete(mate, output, now)
+        new = self._create_batch(t.group_id, children, now, default_parent=t.id) if children else []
+        if delay > 0:
+            for cid in t.children or ():
+                self._delay(self.tasks[cid], now + delay, now)
+        for c in [*unblocked, *new]:
+            self._queue(c, now)
+
+    def _complete(self, t: Task, output: Any, now: float) -> list[Task]:
+        """Mark ``t`` complete; returns the children it unblocked."""
+        self._unindex(t)
+        t.is_complete, t.output, t.completed_at = True, output, now
+        self._drop_lease(t)
+        self._index(t)
+        self._touch(t, now)
+        unblocked = []
+        for cid in t.children or ():
+            child = self.tasks[cid]
+            child.pending_parents -= 1
+            if child.pending_parents == 0:
+                unblocked.append(child)
+        return unblocked
+
+    def _delay(self, t: Task, until: float, now: float) -> None:
+        if t.run_after is None or t.run_after < until:
+            t.run_after = until
+            self._touch(t, now)
+            heapq.heappush(self.delays, (until, t.id))
+
+    def _delay_workgroup(self, workgroup: str, until: float, now: float) -> None:
+        for tid in list(self.workgroups.get(workgroup, ())):
+            self._delay(self.tasks[tid], until, now)
+
+    # time --------------------------------------------------------------------------------
+    def tick(self, now: float) -> Change:
+        """Let time pass: due delayed tasks become ready, expired leases are reclaimed."""
+        ch = self._start()
+        self._advance(now)
+        return ch
+
+    def _advance(self, now: float) -> None:
+        delays, leases = self.delays, self.leases
+        while delays and delays[0][0] <= now:
+            _, tid = heapq.heappop(delays)
+            t = self.tasks.get(tid)
+            if t is not None and t.run_after is not None and t.run_after <= now:
+                self._queue(t, now)
+        while leases and leases[0][0] <= now:
+            _, lid, tid = heapq.heappop(leases)
+            t = self.tasks.get(tid)
+            if t is None or t.lease_id != lid or t.lease_expires_at is None:
+                continue
+            if t.lease_expires_at <= now:
+                self._fail_attempt(t, {"message": LEASE_EXPIRED, "workerId": t.assigned_to}, now)
+
+
+def _new_task(
+    spec: TaskSpec, tid: str, group_id: str, parents: tuple[str, ...], now: float
+) -> Task:
+    return Task(
+        id=tid,
+        group_id=group_id,
+        name=spec.name,
+        channel=spec.channel,
+        workgroup=spec.workgroup,
+        key=spec.key,
+        remaining_attempts=spec.remaining_attempts,
+        max_attempts=spec.remaining_attempts,
+        is_paused=spec.is_paused,
+        priority=spec.priority,
+        run_after=spec.run_after,
+        progress_weight=spec.progress_weight,
+        is_seed=spec.is_seed,
+        error_delay=spec.error_delay,
+        input=spec.input,
+        created_at=now,
+        updated_at=now,
+        parent_ids=parents,
+    )

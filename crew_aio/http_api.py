@@ -1,0 +1,299 @@
+"""REST routes: parse and validate → one service call → JSON. Holds no rules of the graph.
+
+The route table below is the single source for the router, the auth scopes and the OpenAPI
+document; the error table is the one place where error codes become HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+import orjson
+from aiohttp import web
+
+from crew_aio import protocol as p
+from crew_aio.errors import CrewError, Invalid
+from crew_aio.service import Service
+
+__all__ = [
+    "ROUTES",
+    "SERVICE",
+    "STATUS",
+    "Route",
+    "error_response",
+    "json_response",
+    "setup_routes",
+]
+
+log = logging.getLogger("crew_aio.http")
+
+SERVICE = web.AppKey("service", Service)
+HEALTH = web.AppKey[Callable[[], Awaitable[bool]]]("health")
+
+# the ONE error → status table
+STATUS = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "stale_lease": 409,
+    "too_large": 413,
+    "store_unavailable": 503,
+}
+
+B = TypeVar("B")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"message": message, "status": status, "code": code}
+    if field is not None:
+        body["field"] = field
+    return json_response(body, status)
+
+
+def crew_error_response(exc: CrewError) -> web.Response:
+    return error_response(STATUS.get(exc.code, 400), exc.code, exc.message, exc.field)
+
+
+_AT = re.compile(r" - at `\$(.*)`$")
+
+
+async def parse(request: web.Request, kind: type[B], *, optional: bool = False) -> B:
+    """Body → validated ``kind``; a 400 names the field that is wrong."""
+    raw = await request.read()
+    if not raw.strip() and optional:
+        raw = b"{}"
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"body is not valid JSON: {exc}") from None
+    return convert(data, kind)
+
+
+def convert(data: Any, kind: type[B], prefix: str = "") -> B:
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        m = _AT.search(text)
+        field = (prefix + m.group(1)).lstrip(".") if m else (prefix or None)
+        raise Invalid(_AT.sub("", text), field=field or None) from None
+
+
+def page(request: web.Request, default_limit: int | None) -> tuple[int | None, int]:
+    def number(name: str, default: int | None) -> int | None:
+        text = request.query.get(name)
+        if text is None or text == "":
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise Invalid(f"{name} must be a whole number", field=name) from None
+        if value < 0:
+            raise Invalid(f"{name} must be >= 0", field=name)
+        return value
+
+    return number("limit", default_limit), number("skip", 0) or 0
+
+
+def svc(request: web.Request) -> Service:
+    return request.app[SERVICE]
+
+
+# handlers ------------------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    healthy = await request.app[HEALTH]()
+    return json_response({"healthy": healthy}, 200 if healthy else 503)
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    return json_response(await svc(request).list_groups(*page(request, 50)))
+
+
+async def count_groups(request: web.Request) -> web.Response:
+    return json_response(await svc(request).count_groups())
+
+
+async def create_group(request: web.Request) -> web.Response:
+    body = await parse(request, p.CreateGroupBody)
+    return json_response(await svc(request).create_group(body))
+
+
+async def get_group(request: web.Request) -> web.Response:
+    return json_response(await svc(request).get_group(request.match_info["id"]))
+
+
+async def update_group(request: web.Request) -> web.Response:
+    body = await parse(request, p.UpdateGroupBody)
+    return json_response(await svc(request).update_group(request.match_info["id"], body))
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    return json_response(await svc(request).delete_group(request.match_info["id"]))
+
+
+async def group_tasks(request: web.Request) -> web.Response:
+    gid = request.match_info["id"]
+    return json_response(await svc(request).group_tasks(gid, *page(request, None)))
+
+
+async def create_tasks(request: web.Request) -> web.Response:
+    data = await parse(request, object)
+    gid = request.match_info["id"]
+    if isinstance(data, list):
+        bodies = convert(data, list[p.TaskChildBody])
+        return json_response(await svc(request).create_tasks(gid, bodies))
+    body = convert(data, p.TaskChildBody)
+    return json_response((await svc(request).create_tasks(gid, [body]))[0])
+
+
+async def pause_group(request: web.Request) -> web.Response:
+    return json_response(await svc(request).pause_group(request.match_info["id"], True))
+
+
+async def resume_group(request: web.Request) -> web.Response:
+    return json_response(await svc(request).pause_group(request.match_info["id"], False))
+
+
+async def retry_group(request: web.Request) -> web.Response:
+    body = await parse(request, p.RetryBody, optional=True)
+    return json_response(await svc(request).retry_group(request.match_info["id"], body))
+
+
+async def reset_group(request: web.Request) -> web.Response:
+    return json_response(await svc(request).reset_group(request.match_info["id"]))
+
+
+async def get_task(request: web.Request) -> web.Response:
+    return json_response(await svc(request).get_task(request.match_info["id"]))
+
+
+async def update_task(request: web.Request) -> web.Response:
+    body = await parse(request, p.UpdateTaskBody)
+    return json_response(await svc(request).update_task(request.match_info["id"], body))
+
+
+async def delete_task(request: web.Request) -> web.Response:
+    return json_response(await svc(request).delete_task(request.match_info["id"]))
+
+
+async def reset_task(request: web.Request) -> web.Response:
+    return json_response(await svc(request).reset_task(request.match_info["id"]))
+
+
+async def retry_task(request: web.Request) -> web.Response:
+    body = await parse(request, p.RetryBody, optional=True)
+    return json_response(await svc(request).retry_task(request.match_info["id"], body))
+
+
+async def pluck(request: web.Request) -> web.Response:
+    return json_response(await svc(request).pluck(request.match_info["id"]))
+
+
+async def channels(request: web.Request) -> web.Response:
+    return json_response(await svc(request).channels())
+
+
+async def channel_tasks(request: web.Request) -> web.Response:
+    name = request.match_info["id"]
+    return json_response(await svc(request).channel_tasks(name, *page(request, 50)))
+
+
+async def acquire(request: web.Request) -> web.Response:
+    body = await parse(request, p.AcquireBody)
+    leases = await svc(request).acquire(request.match_info["id"], body)
+    if body.count > 1:
+        return json_response({"tasks": leases})
+    return json_response(leases[0] if leases else {"task": None, "parents": []})
+
+
+async def release(request: web.Request) -> web.Response:
+    body = await parse(request, p.ReleaseBody)
+    return json_response(await svc(request).release(request.match_info["id"], body))
+
+
+async def extend(request: web.Request) -> web.Response:
+    body = await parse(request, p.ExtendBody)
+    return json_response(await svc(request).extend(request.match_info["id"], body))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from crew_aio.openapi import document
+
+    return json_response(document(ROUTES))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: Any = None
+    response: Any = None
+    scope: str = "admin"  # "public" | "worker" | "admin"
+    query: tuple[str, ...] = ()
+
+
+V1 = "/api/v1"
+GROUP = f"{V1}/task_group/{{id}}"
+TASK = f"{V1}/task/{{id}}"
+PAGE = ("limit", "skip")
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", healthz, "store writable", None, p.HealthOut, "public"),
+    Route("GET", f"{V1}/openapi.json", openapi, "this document", None, None, "public"),
+    Route("GET", f"{V1}/task_groups", list_groups, "groups, newest first", None,
+          list[p.TaskGroupOut], query=PAGE),
+    Route("GET", f"{V1}/task_groups/count", count_groups, "number of groups", None, p.CountOut),
+    Route("POST", f"{V1}/task_groups", create_group, "create a group", p.CreateGroupBody,
+          p.TaskGroupOut),
+    Route("GET", GROUP, get_group, "read a group", None, p.TaskGroupOut),
+    Route("PUT", GROUP, update_group, "rename or pause a group", p.UpdateGroupBody,
+          p.TaskGroupOut),
+    Route("DELETE", GROUP, delete_group, "delete a group and its tasks", None, p.TaskGroupOut),
+    Route("GET", f"{GROUP}/tasks", group_tasks, "tasks of a group", None, list[p.TaskOut],
+          query=PAGE),
+    Route("POST", f"{GROUP}/tasks", create_tasks,
+          "create one task (object) or a whole DAG atomically (list of TaskChild)",
+          p.TaskChildBody | list[p.TaskChildBody], p.TaskOut | list[p.TaskOut]),
+    Route("POST", f"{GROUP}/pause", pause_group, "pause a group", None, p.TaskGroupOut),
+    Route("POST", f"{GROUP}/resume", resume_group, "resume a group", None, p.TaskGroupOut),
+    Route("POST", f"{GROUP}/retry", retry_group, "failed tasks get attempts again",
+          p.RetryBody, p.TaskGroupOut),
+    Route("POST", f"{GROUP}/reset", reset_group, "make the group look never run", None,
+          p.TaskGroupOut),
+    Route("GET", TASK, get_task, "read a task", None, p.TaskOut),
+    Route("PUT", TASK, update_task, "edit a task's editable fields", p.UpdateTaskBody, p.TaskOut),
+    Route("DELETE", TASK, delete_task, "delete a task and its descendants", None, p.DeletedOut),
+    Route("POST", f"{TASK}/reset", reset_task, "make a task look never run", None, p.TaskOut),
+    Route("POST", f"{TASK}/retry", retry_task, "give a task attempts again", p.RetryBody,
+          p.TaskOut),
+    Route("POST", f"{TASK}/pluck", pluck, "copy a task into a new paused group", None,
+          p.TaskGroupOut),
+    Route("GET", f"{V1}/channels", channels, "per-channel counters", None, list[p.ChannelOut]),
+    Route("GET", f"{V1}/channel/{{id}}/tasks", channel_tasks, "tasks of a channel", None,
+          list[p.TaskOut], query=PAGE),
+    Route("POST", f"{V1}/channel/{{id}}/acquire", acquire, "lease tasks of a channel",
+          p.AcquireBody, (p.LeaseOut, p.LeaseListOut), "worker"),
+    Route("POST", f"{TASK}/release", release, "complete or fail a leased task", p.ReleaseBody,
+          p.TaskOut, "worker"),
+    Route("POST", f"{TASK}/extend", extend, "renew a lease (heartbeat)", p.ExtendBody, p.TaskOut,
+          "worker"),
+)  # fmt: skip
+
+
+def setup_routes(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)

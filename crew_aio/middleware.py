@@ -1,0 +1,74 @@
+"""Request middlewares: every failure becomes the JSON error shape; bearer-token auth."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from crew_aio.errors import CrewError, Forbidden, Unauthorized
+from crew_aio.http_api import ROUTES, Handler, crew_error_response, error_response
+
+__all__ = ["auth_middleware", "error_middleware", "token_scope"]
+
+log = logging.getLogger("crew_aio.http")
+
+_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "invalid",
+          503: "store_unavailable"}  # fmt: skip
+_SCOPES = {(r.method, r.path): r.scope for r in ROUTES}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except CrewError as exc:
+        return crew_error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _CODES.get(exc.status, "error")
+        return error_response(exc.status, code, exc.reason or code)
+    except Exception:
+        log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
+        return error_response(500, "internal", "internal server error")
+
+
+def token_scope(header: str | None, admin: str | None, worker: str | None) -> str | None:
+    """The scope a bearer token grants: "admin", "worker", or None; constant-time compares."""
+    if header is None or not header.startswith("Bearer "):
+        return None
+    given = header[7:].strip().encode()
+    if admin is not None and hmac.compare_digest(given, admin.encode()):
+        return "admin"
+    if worker is not None and hmac.compare_digest(given, worker.encode()):
+        return "worker"
+    return None
+
+
+def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
+    """Open when no token is configured; else admin tokens do all, worker tokens their routes."""
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if admin is None and worker is None:
+            return await handler(request)
+        route = request.match_info.route
+        path = route.resource.canonical if route.resource is not None else request.path
+        need = _SCOPES.get((request.method, path), "admin")
+        if need == "public":
+            return await handler(request)
+        header = request.headers.get("Authorization")
+        if header is None and "token" in request.query:
+            header = f"Bearer {request.query['token']}"
+        scope = token_scope(header, admin, worker)
+        if scope is None:
+            raise Unauthorized("a valid bearer token is required")
+        if scope == "worker" and need != "worker":
+            raise Forbidden("a worker token may only acquire, extend and release")
+        return await handler(request)
+
+    return auth

@@ -1,0 +1,239 @@
+"""Value types of the task graph and their two JSON forms.
+
+* the **record** form is what the store keeps (``t:<id>`` / ``g:<id>``): every persisted field,
+  times as epoch seconds;
+* the **API** form is what API.md names (camelCase, ISO-8601 times, derived ``status``).
+
+Runtime-only fields (children, the count of incomplete parents, queue flags) are rebuilt by the
+engine at load and never persisted. Nothing here does I/O or reads the clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "Status",
+    "Task",
+    "TaskGroup",
+    "format_time",
+    "group_from_record",
+    "group_to_api",
+    "group_to_record",
+    "task_from_record",
+    "task_to_api",
+    "task_to_record",
+]
+
+
+class Status(enum.StrEnum):
+    """The derived status of a task (API.md ``status``)."""
+
+    WAITING = "waiting"
+    READY = "ready"
+    DELAYED = "delayed"
+    LEASED = "leased"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(slots=True, eq=False)
+class TaskGroup:
+    id: str
+    name: str
+    is_paused: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    # runtime only: the last change to the group or any of its tasks (expired-group cleanup)
+    active_at: float = 0.0
+
+
+_WIRE = {
+    "id": "_id",
+    "group_id": "taskGroupId",
+    "error_delay": "errorDelayInSeconds",
+}
+
+
+def _wire_name(attr: str) -> str:
+    """Task attribute → its record/API name (camelCase, Crew's spelling)."""
+    head, *rest = attr.split("_")
+    return _WIRE.get(attr) or head + "".join(word.title() for word in rest)
+
+
+class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
+    """One task. A msgspec Struct: compact, untracked by the GC (a million stay resident), and
+    decoded straight from its stored JSON record at boot. Never holds a reference cycle."""
+
+    id: str
+    group_id: str
+    name: str
+    channel: str
+    workgroup: str | None = None
+    key: str | None = None
+    remaining_attempts: int = 5
+    max_attempts: int = 5
+    is_paused: bool = False
+    is_complete: bool = False
+    priority: int = 0
+    run_after: float | None = None
+    progress_weight: float = 1.0
+    is_seed: bool = False
+    error_delay: float = 30.0
+    input: Any = None
+    output: Any = None
+    errors: list[Any] = msgspec.field(default_factory=list)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    completed_at: float | None = None
+    parent_ids: tuple[str, ...] = ()
+    assigned_to: str | None = None
+    assigned_at: float | None = None
+    lease_id: str | None = None
+    lease_expires_at: float | None = None
+    # runtime only: never written to a record (see task_to_record), rebuilt at load
+    children: list[str] | None = None
+    pending_parents: int = 0
+    queued: bool = False
+
+
+def format_time(when: float | None) -> str | None:
+    """Epoch seconds → ``2026-11-28T04:15:03.123Z`` (None stays None)."""
+    if when is None:
+        return None
+    text = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+# Record form: the always-present fields, then (attribute, wire name, default) of the optional
+# ones, which a record leaves out while they hold their default (smaller writes, faster boot).
+_REQUIRED = (
+    ("id", "_id"),
+    ("group_id", "taskGroupId"),
+    ("name", "name"),
+    ("channel", "channel"),
+    ("created_at", "createdAt"),
+    ("updated_at", "updatedAt"),
+)
+_OPTIONAL: tuple[tuple[str, str, Any], ...] = (
+    ("workgroup", "workgroup", None),
+    ("key", "key", None),
+    ("remaining_attempts", "remainingAttempts", 5),
+    ("max_attempts", "maxAttempts", 5),
+    ("is_paused", "isPaused", False),
+    ("is_complete", "isComplete", False),
+    ("priority", "priority", 0),
+    ("run_after", "runAfter", None),
+    ("progress_weight", "progressWeight", 1.0),
+    ("is_seed", "isSeed", False),
+    ("error_delay", "errorDelayInSeconds", 30.0),
+    ("input", "input", None),
+    ("output", "output", None),
+    ("errors", "errors", []),
+    ("completed_at", "completedAt", None),
+    ("parent_ids", "parentIds", ()),
+    ("assigned_to", "assignedTo", None),
+    ("assigned_at", "assignedAt", None),
+    ("lease_id", "leaseId", None),
+    ("lease_expires_at", "leaseExpiresAt", None),
+)
+
+
+def task_to_record(task: Task) -> dict[str, Any]:
+    """Every persisted field of ``task`` that differs from its default; times as epoch seconds."""
+    record = {wire: getattr(task, attr) for attr, wire in _REQUIRED}
+    for attr, wire, default in _OPTIONAL:
+        value = getattr(task, attr)
+        if value is not default and (type(value) is not type(default) or value != default):
+            record[wire] = value
+    return record
+
+
+_TASK_DECODER = msgspec.json.Decoder(Task)
+
+
+def task_from_record(record: dict[str, Any]) -> Task:
+    """Inverse of :func:`task_to_record`; raises msgspec.ValidationError on a malformed one."""
+    return msgspec.convert(record, Task)
+
+
+def task_from_json(raw: bytes) -> Task:
+    """A stored task record's bytes → Task in one C call (boot loads a million of these)."""
+    return _TASK_DECODER.decode(raw)
+
+
+def group_to_record(group: TaskGroup) -> dict[str, Any]:
+    return {
+        "_id": group.id,
+        "name": group.name,
+        "isPaused": group.is_paused,
+        "createdAt": group.created_at,
+        "updatedAt": group.updated_at,
+    }
+
+
+def group_from_record(record: dict[str, Any]) -> TaskGroup:
+    return TaskGroup(
+        id=record["_id"],
+        name=record["name"],
+        is_paused=bool(record.get("isPaused", False)),
+        created_at=float(record.get("createdAt", 0.0)),
+        updated_at=float(record.get("updatedAt", 0.0)),
+    )
+
+
+def task_to_api(task: Task, status: Status) -> dict[str, Any]:
+    """The Task object of API.md (Crew v1 fields plus our extensions)."""
+    return {
+        "_id": task.id,
+        "taskGroupId": task.group_id,
+        "name": task.name,
+        "channel": task.channel,
+        "workgroup": task.workgroup,
+        "key": task.key,
+        "remainingAttempts": task.remaining_attempts,
+        "isPaused": task.is_paused,
+        "parentsComplete": task.pending_parents == 0,
+        "isComplete": task.is_complete,
+        "priority": task.priority,
+        "runAfter": format_time(task.run_after),
+        "progressWeight": task.progress_weight,
+        "isSeed": task.is_seed,
+        "errorDelayInSeconds": task.error_delay,
+        "input": task.input,
+        "output": task.output,
+        "errors": task.errors,
+        "createdAt": format_time(task.created_at),
+        "parentIds": list(task.parent_ids),
+        "assignedTo": task.assigned_to,
+        "assignedAt": format_time(task.assigned_at),
+        "status": status.value,
+        "leaseId": task.lease_id,
+        "leaseExpiresAt": format_time(task.lease_expires_at),
+        "updatedAt": format_time(task.updated_at),
+        "completedAt": format_time(task.completed_at),
+    }
+
+
+def group_to_api(
+    group: TaskGroup, counts: dict[str, int] | None = None, progress: float | None = None
+) -> dict[str, Any]:
+    """The TaskGroup object of API.md; ``counts``/``progress`` when the caller computed them."""
+    out: dict[str, Any] = {
+        "_id": group.id,
+        "name": group.name,
+        "isPaused": group.is_paused,
+        "createdAt": format_time(group.created_at),
+        "updatedAt": format_time(group.updated_at),
+    }
+    if counts is not None:
+        out["counts"] = counts
+    if progress is not None:
+        out["progress"] = progress
+    return out

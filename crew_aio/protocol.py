@@ -1,0 +1,210 @@
+"""Wire shapes: request bodies as msgspec Structs (validated, camelCase), limits, time parsing.
+
+Each request body is declared once here; ``http_api`` validates with these types and builds the
+OpenAPI document from them. The SDKs use the same field names. No server internals imported.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from msgspec import UNSET, Meta, Struct, UnsetType, field
+
+__all__ = [
+    "AcquireBody",
+    "CreateGroupBody",
+    "CreateTaskBody",
+    "ExtendBody",
+    "ReleaseBody",
+    "RetryBody",
+    "TaskChildBody",
+    "UnsetType",
+    "UpdateGroupBody",
+    "UpdateTaskBody",
+    "to_epoch",
+]
+
+Name = Annotated[str, Meta(min_length=1, max_length=1024)]
+Channel = Annotated[str, Meta(min_length=1, max_length=256)]
+Key = Annotated[str, Meta(max_length=1024)]
+WorkerId = Annotated[str, Meta(min_length=1, max_length=256)]
+Attempts = Annotated[int, Meta(ge=0, le=1_000_000)]
+Priority = Annotated[int, Meta(ge=-(2**53), le=2**53)]
+Seconds = Annotated[float, Meta(ge=0, le=10 * 365 * 86400)]
+Weight = Annotated[float, Meta(ge=0, le=1e12)]
+# ISO-8601 string or epoch milliseconds
+When = datetime | Annotated[float, Meta(ge=0, le=1e15)]
+
+
+class _Body(Struct, rename="camel", kw_only=True):
+    """Unknown fields are ignored, as Crew clients send extras."""
+
+
+class CreateGroupBody(_Body):
+    name: Name
+    is_paused: bool = False
+
+
+class UpdateGroupBody(_Body):
+    name: Name | UnsetType = UNSET
+    is_paused: bool | UnsetType = UNSET
+
+
+class CreateTaskBody(_Body):
+    name: Name
+    channel: Channel
+    workgroup: Key | None = None
+    key: Key | None = None
+    remaining_attempts: Attempts = 5
+    priority: Priority = 0
+    run_after: When | None = None
+    progress_weight: Weight = 1.0
+    is_seed: bool = False
+    error_delay_in_seconds: Seconds = 30.0
+    input: Any = None
+    is_paused: bool = False
+    parent_ids: list[Annotated[str, Meta(max_length=64)]] = []
+
+
+class TaskChildBody(CreateTaskBody):
+    child_id: Key | None = field(default=None, name="_child_id")
+    parent_pseudo_ids: list[Key] | None = field(default=None, name="_parent_ids")
+
+
+class UpdateTaskBody(_Body):
+    name: Name | UnsetType = UNSET
+    channel: Channel | UnsetType = UNSET
+    workgroup: Key | UnsetType | None = UNSET
+    key: Key | UnsetType | None = UNSET
+    remaining_attempts: Attempts | UnsetType = UNSET
+    priority: Priority | UnsetType = UNSET
+    run_after: When | UnsetType | None = UNSET
+    progress_weight: Weight | UnsetType = UNSET
+    is_seed: bool | UnsetType = UNSET
+    is_paused: bool | UnsetType = UNSET
+    error_delay_in_seconds: Seconds | UnsetType = UNSET
+    input: Any | UnsetType = UNSET
+
+
+class AcquireBody(_Body):
+    worker_id: WorkerId
+    lease_seconds: Annotated[float, Meta(gt=0)] | None = None
+    wait_seconds: Annotated[float, Meta(ge=0)] = 0.0
+    count: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+class ReleaseBody(_Body):
+    worker_id: WorkerId
+    lease_id: str | None = None
+    output: Any = None
+    error: Any = None
+    children: list[TaskChildBody] | None = None
+    workgroup_delay_in_seconds: Seconds = 0.0
+    children_delay_in_seconds: Seconds = 0.0
+
+
+class ExtendBody(_Body):
+    worker_id: WorkerId
+    lease_id: str | None = None
+    lease_seconds: Annotated[float, Meta(gt=0)] | None = None
+
+
+class RetryBody(_Body):
+    remaining_attempts: Attempts = 2
+
+
+def to_epoch(value: datetime | float | None) -> float | None:
+    """API time input → epoch seconds: an aware/naive-UTC datetime, or epoch milliseconds."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC).timestamp()
+        return value.timestamp()
+    return float(value) / 1000.0
+
+
+# Response shapes: declared for the OpenAPI document (the service renders plain dicts). --------
+
+
+class TaskOut(Struct):
+    _id: str
+    taskGroupId: str
+    name: str
+    channel: str
+    workgroup: str | None
+    key: str | None
+    remainingAttempts: int
+    isPaused: bool
+    parentsComplete: bool
+    isComplete: bool
+    priority: int
+    runAfter: str | None
+    progressWeight: float
+    isSeed: bool
+    errorDelayInSeconds: float
+    input: Any
+    output: Any
+    errors: list[Any]
+    createdAt: str
+    parentIds: list[str]
+    assignedTo: str | None
+    assignedAt: str | None
+    status: str
+    leaseId: str | None
+    leaseExpiresAt: str | None
+    updatedAt: str
+    completedAt: str | None
+
+
+class TaskGroupOut(Struct):
+    _id: str
+    name: str
+    isPaused: bool
+    createdAt: str
+    updatedAt: str
+    counts: dict[str, int] | UnsetType = UNSET
+    progress: float | UnsetType = UNSET
+
+
+class ParentOut(Struct):
+    _id: str
+    channel: str
+    input: Any
+    output: Any
+
+
+class LeaseOut(Struct):
+    task: TaskOut | None
+    parents: list[ParentOut]
+
+
+class LeaseListOut(Struct):
+    tasks: list[LeaseOut]
+
+
+class ChannelOut(Struct):
+    name: str
+    totalCount: int
+    completedCount: int
+    assignedCount: int
+
+
+class CountOut(Struct):
+    count: int
+
+
+class DeletedOut(Struct):
+    deleted: list[str]
+
+
+class HealthOut(Struct):
+    healthy: bool
+
+
+class ErrorOut(Struct):
+    message: str
+    status: int
+    code: str
+    field: str | UnsetType = UNSET

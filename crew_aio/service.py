@@ -1,0 +1,298 @@
+"""The single writer: engine → stage → await durable → publish.
+
+Every call takes ``now`` from the clock, runs one engine transition, stages what it touched,
+renders its answer (a snapshot taken before anything else can change the state), and returns only
+once the store has committed every change staged so far — reads included, so nothing a client is
+told can be lost by a crash. Listeners (timers, push, watchers) hear of each change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from crew_aio import protocol as p
+from crew_aio.clock import Clock
+from crew_aio.engine import Change, Engine, TaskSpec
+from crew_aio.errors import Invalid, TooLarge
+from crew_aio.model import (
+    Task,
+    TaskGroup,
+    group_to_api,
+    group_to_record,
+    task_to_api,
+    task_to_record,
+)
+
+__all__ = ["Limits", "Service", "StoreLike"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("crew_aio.service")
+Json = dict[str, Any]
+
+
+class StoreLike(Protocol):
+    def put(self, key: str, value: Any) -> None: ...
+    def delete(self, key: str) -> None: ...
+    async def sync(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    lease_seconds: float = 60.0
+    max_lease_seconds: float = 3600.0
+    max_wait_seconds: float = 60.0
+    max_tasks_per_request: int = 100_000
+    max_parents_per_task: int = 10_000
+
+
+class Service:
+    def __init__(self, engine: Engine, store: StoreLike, clock: Clock, limits: Limits) -> None:
+        self.engine = engine
+        self.store = store
+        self.clock = clock
+        self.limits = limits
+        self.listeners: list[Callable[[Change], None]] = []
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.draining = False
+
+    def drain(self) -> None:
+        """Stop handing out tasks (shutdown): acquires answer empty, long polls end now."""
+        self.draining = True
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    # plumbing ----------------------------------------------------------------------------
+    def _stage(self, change: Change) -> None:
+        engine, store = self.engine, self.store
+        for tid in change.tasks:
+            t = engine.tasks.get(tid)
+            if t is None:
+                store.delete(f"t:{tid}")
+            else:
+                store.put(f"t:{tid}", task_to_record(t))
+        for gid in change.groups:
+            g = engine.groups.get(gid)
+            if g is None:
+                store.delete(f"g:{gid}")
+            else:
+                store.put(f"g:{gid}", group_to_record(g))
+        for channel in change.ready_channels:
+            for fut in self._waiters.get(channel, ()):
+                if not fut.done():
+                    fut.set_result(None)
+        for listener in self.listeners:
+            listener(change)
+
+    async def _done(self, change: Change, answer: T) -> T:
+        if change:
+            self._stage(change)
+        await self.store.sync()
+        return answer
+
+    def task_json(self, t: Task) -> Json:
+        return task_to_api(t, self.engine.status(t, self.clock.now()))
+
+    def group_json(self, g: TaskGroup) -> Json:
+        e = self.engine
+        return group_to_api(g, e.group_counts(g.id, self.clock.now()), e.group_progress(g.id))
+
+    def _lease(self, seconds: float | None) -> float:
+        if seconds is None:
+            return self.limits.lease_seconds
+        return min(seconds, self.limits.max_lease_seconds)
+
+    # groups ------------------------------------------------------------------------------
+    async def create_group(self, body: p.CreateGroupBody) -> Json:
+        group, ch = self.engine.create_group(body.name, self.clock.now(), body.is_paused)
+        return await self._done(ch, self.group_json(group))
+
+    async def list_groups(self, limit: int | None, skip: int) -> list[Json]:
+        groups = self.engine.list_groups(limit, skip)
+        return await self._done(Change(), [self.group_json(g) for g in groups])
+
+    async def count_groups(self) -> Json:
+        return await self._done(Change(), {"count": len(self.engine.groups)})
+
+    async def get_group(self, group_id: str) -> Json:
+        return await self._done(Change(), self.group_json(self.engine.group(group_id)))
+
+    async def update_group(self, group_id: str, body: p.UpdateGroupBody) -> Json:
+        name = None if isinstance(body.name, p.UnsetType) else body.name
+        paused = None if isinstance(body.is_paused, p.UnsetType) else body.is_paused
+        group, ch = self.engine.update_group(
+            group_id, self.clock.now(), name=name, is_paused=paused
+        )
+        return await self._done(ch, self.group_json(group))
+
+    async def pause_group(self, group_id: str, paused: bool) -> Json:
+        group, ch = self.engine.update_group(group_id, self.clock.now(), is_paused=paused)
+        return await self._done(ch, self.group_json(group))
+
+    async def delete_group(self, group_id: str) -> Json:
+        group, ch = self.engine.delete_group(group_id, self.clock.now())
+        return await self._done(ch, group_to_api(group))
+
+    async def retry_group(self, group_id: str, body: p.RetryBody) -> Json:
+        group, ch = self.engine.retry_group(group_id, body.remaining_attempts, self.clock.now())
+        return await self._done(ch, self.group_json(group))
+
+    async def reset_group(self, group_id: str) -> Json:
+        group, ch = self.engine.reset_group(group_id, self.clock.now())
+        return await self._done(ch, self.group_json(group))
+
+    async def group_tasks(self, group_id: str, limit: int | None, skip: int) -> list[Json]:
+        tasks = self.engine.group_task_list(group_id, limit, skip)
+        return await self._done(Change(), [self.task_json(t) for t in tasks])
+
+    async def create_tasks(self, group_id: str, bodies: Sequence[p.CreateTaskBody]) -> list[Json]:
+        if len(bodies) > self.limits.max_tasks_per_request:
+            raise TooLarge(f"at most {self.limits.max_tasks_per_request} tasks per request")
+        specs = [self.spec(b, i) for i, b in enumerate(bodies)]
+        tasks, ch = self.engine.create_tasks(group_id, specs, self.clock.now())
+        return await self._done(ch, [self.task_json(t) for t in tasks])
+
+    def spec(self, body: p.CreateTaskBody, index: int) -> TaskSpec:
+        """A validated request entry → the engine's TaskSpec."""
+        child = body if isinstance(body, p.TaskChildBody) else None
+        pseudo = (
+            None if child is None or child.parent_pseudo_ids is None else child.parent_pseudo_ids
+        )
+        if len(body.parent_ids) + len(pseudo or ()) > self.limits.max_parents_per_task:
+            raise Invalid(
+                f"at most {self.limits.max_parents_per_task} parents per task",
+                field=f"[{index}].parentIds",
+            )
+        return TaskSpec(
+            name=body.name,
+            channel=body.channel,
+            workgroup=body.workgroup,
+            key=body.key,
+            remaining_attempts=body.remaining_attempts,
+            priority=body.priority,
+            run_after=p.to_epoch(body.run_after),
+            progress_weight=body.progress_weight,
+            is_seed=body.is_seed,
+            error_delay=body.error_delay_in_seconds,
+            input=body.input,
+            is_paused=body.is_paused,
+            parent_ids=tuple(body.parent_ids),
+            child_id=None if child is None else child.child_id,
+            pseudo_parents=None if pseudo is None else tuple(pseudo),
+        )
+
+    # tasks -------------------------------------------------------------------------------
+    async def get_task(self, task_id: str) -> Json:
+        return await self._done(Change(), self.task_json(self.engine.task(task_id)))
+
+    async def update_task(self, task_id: str, body: p.UpdateTaskBody) -> Json:
+        fields: dict[str, Any] = {}
+        for name in body.__struct_fields__:
+            value = getattr(body, name)
+            if not isinstance(value, p.UnsetType):
+                wire = body.__struct_encode_fields__[body.__struct_fields__.index(name)]
+                fields[wire] = p.to_epoch(value) if name == "run_after" else value
+        task, ch = self.engine.update_task(task_id, fields, self.clock.now())
+        return await self._done(ch, self.task_json(task))
+
+    async def delete_task(self, task_id: str) -> Json:
+        deleted, ch = self.engine.delete_task(task_id, self.clock.now())
+        return await self._done(ch, {"deleted": deleted})
+
+    async def reset_task(self, task_id: str) -> Json:
+        task, ch = self.engine.reset_task(task_id, self.clock.now())
+        return await self._done(ch, self.task_json(task))
+
+    async def retry_task(self, task_id: str, body: p.RetryBody) -> Json:
+        task, ch = self.engine.retry_task(task_id, body.remaining_attempts, self.clock.now())
+        return await self._done(ch, self.task_json(task))
+
+    async def pluck(self, task_id: str) -> Json:
+        group, ch = self.engine.pluck(task_id, self.clock.now())
+        return await self._done(ch, self.group_json(group))
+
+    # channels and leases -----------------------------------------------------------------
+    async def channels(self) -> list[Json]:
+        return await self._done(Change(), self.engine.channels())
+
+    async def channel_tasks(self, channel: str, limit: int | None, skip: int) -> list[Json]:
+        tasks = self.engine.channel_task_list(channel, limit, skip)
+        return await self._done(Change(), [self.task_json(t) for t in tasks])
+
+    def lease_json(self, t: Task) -> Json:
+        parents = [
+            {"_id": x.id, "channel": x.channel, "input": x.input, "output": x.output}
+            for x in self.engine.parents_of(t)
+        ]
+        return {"task": self.task_json(t), "parents": parents}
+
+    async def acquire(self, channel: str, body: p.AcquireBody) -> list[Json]:
+        """Lease up to ``count`` tasks, holding the request open up to ``waitSeconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(body.wait_seconds, self.limits.max_wait_seconds)
+        lease = self._lease(body.lease_seconds)
+        while not self.draining:
+            now = self.clock.now()
+            tasks, ch = self.engine.acquire(channel, body.worker_id, now, lease, body.count)
+            if tasks or loop.time() >= deadline:
+                return await self._done(ch, [self.lease_json(t) for t in tasks])
+            await self._wait_ready(channel, deadline)
+        return await self._done(Change(), [])
+
+    async def _wait_ready(self, channel: str, deadline: float) -> None:
+        """Wait until a task of ``channel`` may have become ready, or the loop time ``deadline``."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(channel, set())
+        waiters.add(fut)
+        try:
+            await asyncio.wait([fut], timeout=deadline - asyncio.get_running_loop().time())
+        finally:
+            waiters.discard(fut)
+            if not waiters:
+                self._waiters.pop(channel, None)
+
+    async def release(self, task_id: str, body: p.ReleaseBody) -> Json:
+        children = [self.spec(c, i) for i, c in enumerate(body.children or ())]
+        task, ch = self.engine.release(
+            task_id,
+            body.worker_id,
+            self.clock.now(),
+            lease_id=body.lease_id,
+            output=body.output,
+            error=body.error,
+            children=children,
+            workgroup_delay=body.workgroup_delay_in_seconds,
+            children_delay=body.children_delay_in_seconds,
+        )
+        return await self._done(ch, self.task_json(task))
+
+    async def extend(self, task_id: str, body: p.ExtendBody) -> Json:
+        lease = self._lease(body.lease_seconds)
+        task, ch = self.engine.extend(
+            task_id, body.worker_id, body.lease_id, lease, self.clock.now()
+        )
+        return await self._done(ch, self.task_json(task))
+
+    # time --------------------------------------------------------------------------------
+    async def tick(self) -> None:
+        ch = self.engine.tick(self.clock.now())
+        await self._done(ch, None)
+
+    async def clean_expired_groups(self, older_than_seconds: float) -> int:
+        now = self.clock.now()
+        expired = self.engine.expired_groups(now - older_than_seconds)
+        for gid in expired:
+            _, ch = self.engine.delete_group(gid, now)
+            self._stage(ch)
+        await self.store.sync()
+        if expired:
+            log.info(
+                "deleted expired groups", extra={"event": "groups.expired", "count": len(expired)}
+            )
+        return len(expired)

@@ -1,0 +1,267 @@
+"""Every REST endpoint of API.md through the real app, SQLite store and all."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.integration.conftest import T0, Api, ApiFactory
+
+V1 = "/api/v1"
+
+
+async def test_healthz(api: Api) -> None:
+    assert await api.get("/healthz") == {"healthy": True}
+
+
+async def test_group_crud_and_listing(api: Api) -> None:
+    first = await api.group("first")
+    second = await api.group("second")
+    groups = await api.get(f"{V1}/task_groups")
+    assert [g["_id"] for g in groups] == [second, first]  # newest first
+    assert (await api.get(f"{V1}/task_groups?limit=1&skip=1"))[0]["_id"] == first
+    assert await api.get(f"{V1}/task_groups/count") == {"count": 2}
+    renamed = await api.put(f"{V1}/task_group/{first}", {"name": "renamed"})
+    assert renamed["name"] == "renamed"
+    assert renamed["createdAt"] == "2027-01-15T08:00:00.000Z"
+    await api.delete(f"{V1}/task_group/{first}")
+    await api.get(f"{V1}/task_group/{first}", status=404)
+    assert await api.get(f"{V1}/task_groups/count") == {"count": 1}
+
+
+async def test_three_task_dag_runs_in_order(api: Api) -> None:
+    gid = await api.group()
+    created = await api.post(
+        f"{V1}/task_group/{gid}/tasks",
+        [
+            {"_child_id": "a", "name": "campaign", "channel": "c", "input": {"n": 1}},
+            {"_child_id": "b", "_parent_ids": ["a"], "name": "adset", "channel": "c"},
+            {"_parent_ids": ["a", "b"], "name": "qa", "channel": "qa"},
+        ],
+    )
+    assert [t["status"] for t in created] == ["ready", "waiting", "waiting"]
+    assert created[2]["parentIds"] == [created[0]["_id"], created[1]["_id"]]
+    lease = await api.acquire("c")
+    assert lease["task"]["name"] == "campaign"
+    assert lease["task"]["leaseId"] and lease["parents"] == []
+    assert (await api.acquire("c"))["task"] is None  # adset still waits
+    done = await api.release(lease["task"]["_id"], output={"id": 7})
+    assert done["status"] == "completed" and done["output"] == {"id": 7}
+    lease = await api.acquire("c")
+    assert lease["task"]["name"] == "adset"
+    assert lease["parents"] == [{"_id": created[0]["_id"], "channel": "c", "input": {"n": 1},
+                                 "output": {"id": 7}}]  # fmt: skip
+    await api.release(lease["task"]["_id"], output=2)
+    qa = await api.acquire("qa")
+    assert [p["output"] for p in qa["parents"]] == [{"id": 7}, 2]
+    group = await api.get(f"{V1}/task_group/{gid}")
+    assert group["counts"]["completed"] == 2 and group["counts"]["leased"] == 1
+    assert abs(group["progress"] - 2 / 3) < 1e-9
+
+
+async def test_single_create_and_continuations(api: Api) -> None:
+    gid = await api.group()
+    task = await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "root", "channel": "c"})
+    assert task["status"] == "ready" and task["remainingAttempts"] == 5
+    lease = await api.acquire("c")
+    children = [
+        {"_child_id": "x", "name": "adset", "channel": "c"},
+        {"_parent_ids": ["x"], "name": "ad", "channel": "c"},
+    ]
+    await api.release(lease["task"]["_id"], output=1, children=children, childrenDelayInSeconds=5)
+    tasks = await api.get(f"{V1}/task_group/{gid}/tasks")
+    assert [t["status"] for t in tasks] == ["completed", "delayed", "waiting"]
+    assert tasks[1]["parentIds"] == [task["_id"]]
+    api.clock.advance(6)
+    assert (await api.acquire("c"))["task"]["name"] == "adset"
+
+
+async def test_error_release_retries_then_fails(api: Api) -> None:
+    gid = await api.group()
+    body = {"name": "t", "channel": "c", "remainingAttempts": 2, "errorDelayInSeconds": 10}
+    await api.post(f"{V1}/task_group/{gid}/tasks", body)
+    tid = (await api.acquire("c"))["task"]["_id"]
+    after = await api.release(tid, error={"message": "boom"})
+    assert after["remainingAttempts"] == 1 and after["status"] == "delayed"
+    assert after["errors"] == [{"message": "boom"}]
+    assert (await api.acquire("c"))["task"] is None
+    api.clock.advance(10)
+    tid2 = (await api.acquire("c"))["task"]["_id"]
+    assert tid2 == tid
+    assert (await api.release(tid, error="again"))["status"] == "failed"
+    group = await api.post(f"{V1}/task_group/{gid}/retry", {"remainingAttempts": 3})
+    assert group["counts"]["ready"] == 1
+    assert (await api.get(f"{V1}/task/{tid}"))["remainingAttempts"] == 3
+
+
+async def test_release_conflicts_and_idempotency(api: Api) -> None:
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"})
+    lease = (await api.acquire("c"))["task"]
+    tid = lease["_id"]
+    wrong = await api.release(tid, worker="other", status=409)
+    assert wrong["code"] == "stale_lease" and wrong["status"] == 409
+    await api.release(tid, leaseId="nope", status=409)
+    first = await api.release(tid, leaseId=lease["leaseId"], output="ok")
+    again = await api.release(tid, output="different")
+    assert again["output"] == "ok" and again["updatedAt"] == first["updatedAt"]
+    await api.release("0" * 24, status=404)
+
+
+async def test_lease_expiry_and_extend(api: Api) -> None:
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks",
+                   {"name": "t", "channel": "c", "errorDelayInSeconds": 0})  # fmt: skip
+    lease = (await api.acquire("c", leaseSeconds=10))["task"]
+    assert lease["leaseExpiresAt"] == "2027-01-15T08:00:10.000Z"
+    api.clock.advance(8)
+    extended = await api.post(f"{V1}/task/{lease['_id']}/extend", {"workerId": "w1"})
+    assert extended["leaseExpiresAt"] == "2027-01-15T08:01:08.000Z"  # default lease 60 s
+    api.clock.advance(61)
+    again = await api.acquire("c", worker="w2")  # the timer may not have ticked: acquire does
+    assert again["task"]["_id"] == lease["_id"]
+    assert again["task"]["errors"] == [{"message": "lease expired", "workerId": "w1"}]
+    await api.release(lease["_id"], worker="w1", status=409)
+
+
+async def test_long_poll_wakes_on_create(api: Api) -> None:
+    gid = await api.group()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    poll = asyncio.create_task(api.acquire("c", waitSeconds=5))
+    await asyncio.sleep(0.05)
+    await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"})
+    lease = await poll
+    assert lease["task"]["name"] == "t"
+    assert loop.time() - started < 2
+
+
+async def test_long_poll_times_out_empty(api: Api) -> None:
+    assert await api.acquire("c", waitSeconds=0.1) == {"task": None, "parents": []}
+
+
+async def test_acquire_count_and_priority(api: Api) -> None:
+    gid = await api.group()
+    body = [{"name": f"t{i}", "channel": "c", "priority": i % 3} for i in range(6)]
+    await api.post(f"{V1}/task_group/{gid}/tasks", body)
+    got = await api.acquire("c", count=4)
+    assert [x["task"]["name"] for x in got["tasks"]] == ["t2", "t5", "t1", "t4"]
+
+
+async def test_workgroup_delay(api: Api) -> None:
+    gid = await api.group()
+    body = [{"name": n, "channel": "c", "workgroup": wg}
+            for n, wg in [("a", "tok1"), ("b", "tok1"), ("c", "tok2")]]  # fmt: skip
+    await api.post(f"{V1}/task_group/{gid}/tasks", body)
+    lease = (await api.acquire("c"))["task"]
+    await api.release(lease["_id"], error="rate limited", workgroupDelayInSeconds=120)
+    assert (await api.acquire("c"))["task"]["name"] == "c"
+    assert (await api.acquire("c"))["task"] is None
+    api.clock.advance(121)
+    assert (await api.acquire("c"))["task"]["name"] in {"a", "b"}
+
+
+async def test_key_merge_shares_result(api: Api) -> None:
+    g1, g2 = await api.group("one"), await api.group("two")
+    a = await api.post(f"{V1}/task_group/{g1}/tasks", {"name": "a", "channel": "c", "key": "k"})
+    b = await api.post(f"{V1}/task_group/{g2}/tasks", {"name": "b", "channel": "c", "key": "k"})
+    lease = (await api.acquire("c"))["task"]
+    assert lease["_id"] == a["_id"]
+    mate = await api.get(f"{V1}/task/{b['_id']}")
+    assert mate["assignedTo"] == "w1" and mate["status"] == "leased"
+    assert (await api.acquire("c"))["task"] is None
+    await api.release(a["_id"], output={"shared": True})
+    mate = await api.get(f"{V1}/task/{b['_id']}")
+    assert mate["isComplete"] and mate["output"] == {"shared": True}
+    channels = await api.get(f"{V1}/channels")
+    assert channels == [{"name": "c", "totalCount": 2, "completedCount": 2, "assignedCount": 0}]
+
+
+async def test_pause_resume_reset_pluck(api: Api) -> None:
+    gid = await api.group()
+    seed = await api.post(f"{V1}/task_group/{gid}/tasks",
+                          {"name": "seed", "channel": "c", "isSeed": True})  # fmt: skip
+    await api.post(f"{V1}/task_group/{gid}/pause")
+    assert (await api.acquire("c"))["task"] is None
+    assert (await api.get(f"{V1}/task/{seed['_id']}"))["status"] == "paused"
+    await api.post(f"{V1}/task_group/{gid}/resume")
+    lease = (await api.acquire("c"))["task"]
+    child = {"name": "child", "channel": "d"}
+    await api.release(lease["_id"], output=1, children=[child])
+    reset = await api.post(f"{V1}/task_group/{gid}/reset")
+    assert reset["counts"]["ready"] == 1 and sum(reset["counts"].values()) == 1
+    plucked = await api.post(f"{V1}/task/{seed['_id']}/pluck")
+    assert plucked["isPaused"] and plucked["counts"]["paused"] == 1
+    one = await api.post(f"{V1}/task/{seed['_id']}/reset")
+    assert one["status"] == "ready"
+
+
+async def test_put_and_delete_task(api: Api) -> None:
+    gid = await api.group()
+    dag = await api.post(f"{V1}/task_group/{gid}/tasks", [
+        {"_child_id": "a", "name": "a", "channel": "c"},
+        {"_child_id": "b", "_parent_ids": ["a"], "name": "b", "channel": "c"},
+    ])  # fmt: skip
+    edit = {"priority": 5, "runAfter": "2030-01-01T00:00:00Z", "name": "A"}
+    edited = await api.put(f"{V1}/task/{dag[0]['_id']}", edit)
+    assert edited["status"] == "delayed" and edited["name"] == "A" and edited["priority"] == 5
+    deleted = await api.delete(f"{V1}/task/{dag[0]['_id']}")
+    assert deleted == {"deleted": [dag[0]["_id"], dag[1]["_id"]]}
+    await api.get(f"{V1}/task/{dag[1]['_id']}", status=404)
+
+
+async def test_channel_tasks_listing(api: Api) -> None:
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks",
+                   [{"name": f"t{i}", "channel": "c"} for i in range(5)])  # fmt: skip
+    page = await api.get(f"{V1}/channel/c/tasks?limit=2&skip=1")
+    assert [t["name"] for t in page] == ["t1", "t2"]
+
+
+async def test_bad_input_names_the_field(api: Api) -> None:
+    gid = await api.group()
+    path = f"{V1}/task_group/{gid}/tasks"
+    err = await api.post(path, {"name": "t", "channel": "c", "priority": "high"}, status=400)
+    assert err["field"] == "priority" and "int" in err["message"]
+    err = await api.post(path, {"channel": "c"}, status=400)
+    assert "name" in err["message"]
+    err = await api.post(path, [{"name": "t", "channel": "c", "_parent_ids": ["zz"]}], status=400)
+    assert err["field"] == "[0]._parent_ids"
+    err = await api.post(path, [{"name": "t", "channel": "c"}, {"name": 1}], status=400)
+    assert err["field"] == "[1].name"
+    err = await api.get(f"{V1}/task_groups?limit=x", status=400)
+    assert err["field"] == "limit"
+    resp = await api.client.post(path, data=b"{nope", headers={"Content-Type": "application/json"})
+    assert resp.status == 400 and "JSON" in (await resp.json())["message"]
+    assert await api.get(f"{V1}/task_group/{gid}/tasks") == []  # nothing half-written
+    await api.get(f"{V1}/task/nope", status=404)
+    await api.post(f"{V1}/task_group/nope/tasks", {"name": "t", "channel": "c"}, status=404)
+
+
+async def test_cycle_creates_nothing(api: Api) -> None:
+    gid = await api.group()
+    body = [{"_child_id": "a", "_parent_ids": ["b"], "name": "a", "channel": "c"},
+            {"_child_id": "b", "_parent_ids": ["a"], "name": "b", "channel": "c"}]  # fmt: skip
+    err = await api.post(f"{V1}/task_group/{gid}/tasks", body, status=400)
+    assert "cycle" in err["message"]
+    assert await api.get(f"{V1}/task_group/{gid}/tasks") == []
+
+
+async def test_body_too_large(make_api: ApiFactory) -> None:
+    api = await make_api(max_body_bytes=1024)
+    gid = await api.group()
+    big = {"name": "t", "channel": "c", "input": "x" * 4096}
+    err = await api.post(f"{V1}/task_group/{gid}/tasks", big, status=413)
+    assert err["code"] == "too_large"
+
+
+async def test_unknown_route_is_json_404(api: Api) -> None:
+    err = await api.get(f"{V1}/nothing", status=404)
+    assert err["status"] == 404
+
+
+async def test_time_inputs_accept_epoch_ms(api: Api) -> None:
+    gid = await api.group()
+    ms = int((T0 + 30) * 1000)
+    task = await api.post(f"{V1}/task_group/{gid}/tasks",
+                          {"name": "t", "channel": "c", "runAfter": ms})  # fmt: skip
+    assert task["runAfter"] == "2027-01-15T08:00:30.000Z" and task["status"] == "delayed"
