@@ -33,6 +33,8 @@ class ServerProcess:
             if m:
                 return m.group(1), time.perf_counter() - started
             time.sleep(0.01)
+        self.proc.kill()
+        self.proc.wait()
         raise RuntimeError("server did not start:\n" + self.log.read_text())
 
     def rss_mib(self) -> float:

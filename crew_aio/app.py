@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Protocol
 
@@ -15,11 +14,12 @@ from aiohttp import web
 from crew_aio.clock import Clock, SystemClock
 from crew_aio.config import ExitCode, Settings
 from crew_aio.engine import Engine
-from crew_aio.http_api import HEALTH, SERVICE, setup_routes
+from crew_aio.http_api import HEALTH, SERVICE, WS_PATH, setup_routes
 from crew_aio.middleware import auth_middleware, error_middleware
 from crew_aio.service import Limits, Service, StoreLike
 from crew_aio.store import SqliteStore, StoreCorrupt, StoreLocked
 from crew_aio.timers import Timers
+from crew_aio.ws_hub import HUB, Hub, ws_handler
 
 __all__ = ["STORE", "TIMERS", "create_app", "run_server"]
 
@@ -56,6 +56,7 @@ def create_app(
         middlewares=[error_middleware, auth_middleware(settings.api_token, settings.worker_token)],
     )
     setup_routes(app)
+    app.router.add_get(WS_PATH, ws_handler)
     app.cleanup_ctx.append(_lifecycle(settings, store, clock or SystemClock()))
     return app
 
@@ -81,8 +82,12 @@ def _lifecycle(
         )
         timers = Timers(service, clock, expire)
         app[STORE], app[SERVICE], app[TIMERS], app[HEALTH] = store, service, timers, store.check
+        hub = app[HUB] = Hub(
+            service, heartbeat=settings.ws_heartbeat, max_msg_size=settings.max_body_bytes
+        )
         timer_task = asyncio.create_task(timers.run(), name="crew_aio.timers")
         yield
+        await hub.close_all()
         timer_task.cancel()
         await asyncio.gather(timer_task, return_exceptions=True)
         await store.close()
@@ -145,9 +150,6 @@ def _loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 def run_server(settings: Settings) -> int:
     """Run the server in this process until SIGTERM/SIGINT; returns the exit code."""
-    # The store's commits hop between the loop, the writer thread and sqlitedict's thread; with
-    # the default 5 ms GIL switch interval each hop can wait that long behind a busy loop.
-    sys.setswitchinterval(0.0002)
     try:
         _loop_runner()(serve(settings))
     except StoreLocked as exc:

@@ -255,6 +255,12 @@ class Settings:
         check=_positive,
         doc="Seconds in-flight requests get to finish after SIGTERM.",
     )
+    ws_heartbeat: float = _setting(
+        15.0,
+        "CREW_WS_HEARTBEAT",
+        check=_positive,
+        doc="Seconds between WebSocket pings; a peer silent for one interval is dropped.",
+    )
     log_level: str = _setting(
         "info", "CREW_LOG_LEVEL", check=_known_level, parse=_parse_level, doc="Log level."
     )

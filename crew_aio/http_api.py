@@ -247,6 +247,7 @@ class Route:
 
 
 V1 = "/api/v1"
+WS_PATH = f"{V1}/ws"  # served by ws_hub; listed here for the auth scopes
 GROUP = f"{V1}/task_group/{{id}}"
 TASK = f"{V1}/task/{{id}}"
 PAGE = ("limit", "skip")

@@ -9,16 +9,23 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from crew_aio.errors import CrewError, Forbidden, Unauthorized
-from crew_aio.http_api import ROUTES, Handler, crew_error_response, error_response
+from crew_aio.http_api import (
+    ROUTES,
+    STATUS,
+    WS_PATH,
+    Handler,
+    crew_error_response,
+    error_response,
+)
 
-__all__ = ["auth_middleware", "error_middleware", "token_scope"]
+__all__ = ["SCOPE", "auth_middleware", "error_middleware", "token_scope"]
 
 log = logging.getLogger("crew_aio.http")
 
-_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "invalid",
-          503: "store_unavailable"}  # fmt: skip
-_SCOPES = {(r.method, r.path): r.scope for r in ROUTES}
+# aiohttp's own HTTP errors (unknown route, body over the limit, ...) get the code of STATUS
+_CODES = {status: code for code, status in reversed(STATUS.items())} | {405: "method_not_allowed"}
+SCOPE = web.RequestKey("scope", str)  # "admin" or "worker": what the caller may do
+_SCOPES = {(r.method, r.path): r.scope for r in ROUTES} | {("GET", WS_PATH): "worker"}
 
 
 @web.middleware
@@ -55,6 +62,7 @@ def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if admin is None and worker is None:
+            request[SCOPE] = "admin"
             return await handler(request)
         route = request.match_info.route
         path = route.resource.canonical if route.resource is not None else request.path
@@ -69,6 +77,7 @@ def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
             raise Unauthorized("a valid bearer token is required")
         if scope == "worker" and need != "worker":
             raise Forbidden("a worker token may only acquire, extend and release")
+        request[SCOPE] = scope
         return await handler(request)
 
     return auth

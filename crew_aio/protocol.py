@@ -16,12 +16,18 @@ __all__ = [
     "CreateGroupBody",
     "CreateTaskBody",
     "ExtendBody",
+    "ExtendFrame",
+    "Frame",
     "ReleaseBody",
+    "ReleaseFrame",
     "RetryBody",
+    "SubscribeFrame",
     "TaskChildBody",
     "UnsetType",
+    "UnwatchFrame",
     "UpdateGroupBody",
     "UpdateTaskBody",
+    "WatchFrame",
     "to_epoch",
 ]
 
@@ -208,3 +214,50 @@ class ErrorOut(Struct):
     status: int
     code: str
     field: str | UnsetType = UNSET
+
+
+# WebSocket frames (client → server), told apart by their "type". ----------------------------
+
+
+class _Frame(Struct, rename="camel", kw_only=True, tag_field="type"):
+    """``ref`` is echoed in the ack/error answering the frame."""
+
+    ref: str | int | None = None
+
+
+class SubscribeFrame(_Frame, tag="subscribe"):
+    worker_id: WorkerId
+    channels: Annotated[list[Channel], Meta(min_length=1, max_length=1000)]
+    capacity: Annotated[int, Meta(ge=1, le=10_000)] = 1
+    lease_seconds: Annotated[float, Meta(gt=0)] | None = None
+
+
+class ReleaseFrame(_Frame, tag="release"):
+    task_id: str
+    worker_id: WorkerId | None = None
+    lease_id: str | None = None
+    output: Any = None
+    error: Any = None
+    children: list[TaskChildBody] | None = None
+    workgroup_delay_in_seconds: Seconds = 0.0
+    children_delay_in_seconds: Seconds = 0.0
+
+
+class ExtendFrame(_Frame, tag="extend"):
+    task_id: str
+    worker_id: WorkerId | None = None
+    lease_id: str | None = None
+    lease_seconds: Annotated[float, Meta(gt=0)] | None = None
+
+
+class WatchFrame(_Frame, tag="watch"):
+    task_group_id: str | None = None
+    all: bool = False
+
+
+class UnwatchFrame(_Frame, tag="unwatch"):
+    task_group_id: str | None = None
+    all: bool = False
+
+
+Frame = SubscribeFrame | ReleaseFrame | ExtendFrame | WatchFrame | UnwatchFrame

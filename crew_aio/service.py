@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from crew_aio import protocol as p
 from crew_aio.clock import Clock
+from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
 from crew_aio.errors import Invalid, TooLarge
 from crew_aio.model import (
@@ -50,6 +51,29 @@ class Limits:
     max_parents_per_task: int = 10_000
 
 
+class _Poll:
+    """A long-polling acquire waiting in the dispatcher's queue."""
+
+    __slots__ = ("count", "future", "got", "lease_seconds", "worker_id")
+
+    def __init__(self, worker_id: str, lease_seconds: float, count: int) -> None:
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.count = count
+        self.got: list[Json] = []
+        self.future: asyncio.Future[list[Json]] = asyncio.get_running_loop().create_future()
+
+    def wants(self) -> int:
+        return 0 if self.future.done() else self.count - len(self.got)
+
+    def deliver(self, leases: list[Json]) -> None:
+        self.got += leases
+
+    def flush(self) -> None:
+        if not self.future.done():
+            self.future.set_result(self.got)
+
+
 class Service:
     def __init__(self, engine: Engine, store: StoreLike, clock: Clock, limits: Limits) -> None:
         self.engine = engine
@@ -57,16 +81,15 @@ class Service:
         self.clock = clock
         self.limits = limits
         self.listeners: list[Callable[[Change], None]] = []
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.dispatcher = Dispatcher(self._lease_for)
+        self._polls: set[_Poll] = set()
         self.draining = False
 
     def drain(self) -> None:
         """Stop handing out tasks (shutdown): acquires answer empty, long polls end now."""
         self.draining = True
-        for waiters in self._waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+        for poll in self._polls:
+            poll.flush()
 
     # plumbing ----------------------------------------------------------------------------
     def _stage(self, change: Change) -> None:
@@ -83,12 +106,10 @@ class Service:
                 store.delete(f"g:{gid}")
             else:
                 store.put(f"g:{gid}", group_to_record(g))
-        for channel in change.ready_channels:
-            for fut in self._waiters.get(channel, ()):
-                if not fut.done():
-                    fut.set_result(None)
         for listener in self.listeners:
             listener(change)
+        if change.ready_channels and not self.draining:
+            self.dispatcher.run(change.ready_channels)
 
     async def _done(self, change: Change, answer: T) -> T:
         if change:
@@ -103,7 +124,8 @@ class Service:
         e = self.engine
         return group_to_api(g, e.group_counts(g.id, self.clock.now()), e.group_progress(g.id))
 
-    def _lease(self, seconds: float | None) -> float:
+    def lease_seconds(self, seconds: float | None) -> float:
+        """A requested lease length, or the default, capped by the configured maximum."""
         if seconds is None:
             return self.limits.lease_seconds
         return min(seconds, self.limits.max_lease_seconds)
@@ -233,29 +255,61 @@ class Service:
         return {"task": self.task_json(t), "parents": parents}
 
     async def acquire(self, channel: str, body: p.AcquireBody) -> list[Json]:
-        """Lease up to ``count`` tasks, holding the request open up to ``waitSeconds``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(body.wait_seconds, self.limits.max_wait_seconds)
-        lease = self._lease(body.lease_seconds)
-        while not self.draining:
-            now = self.clock.now()
-            tasks, ch = self.engine.acquire(channel, body.worker_id, now, lease, body.count)
-            if tasks or loop.time() >= deadline:
-                return await self._done(ch, [self.lease_json(t) for t in tasks])
-            await self._wait_ready(channel, deadline)
-        return await self._done(Change(), [])
-
-    async def _wait_ready(self, channel: str, deadline: float) -> None:
-        """Wait until a task of ``channel`` may have become ready, or the loop time ``deadline``."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(channel, set())
-        waiters.add(fut)
+        """Lease up to ``count`` tasks; with ``waitSeconds``, wait in the channel's fair queue."""
+        if self.draining:
+            return await self._done(Change(), [])
+        lease = self.lease_seconds(body.lease_seconds)
+        tasks, ch = self.engine.acquire(
+            channel, body.worker_id, self.clock.now(), lease, body.count
+        )
+        wait = min(body.wait_seconds, self.limits.max_wait_seconds)
+        if tasks or wait <= 0:
+            leases = [self.lease_json(t) for t in tasks]
+        else:
+            if ch:
+                self._stage(ch)
+            ch, leases = Change(), await self._poll(channel, body, lease, wait)
         try:
-            await asyncio.wait([fut], timeout=deadline - asyncio.get_running_loop().time())
+            return await self._done(ch, leases)
+        except asyncio.CancelledError:  # the client went away: hand back what it was given
+            self._return(leases)
+            raise
+
+    async def _poll(
+        self, channel: str, body: p.AcquireBody, lease: float, wait: float
+    ) -> list[Json]:
+        poll = _Poll(body.worker_id, lease, body.count)
+        self._polls.add(poll)
+        try:
+            self.dispatcher.add(channel, poll)
+            # asyncio.wait, not wait_for: wait_for would swallow a cancellation that comes with a
+            # result, answering a client that is gone
+            await asyncio.wait([poll.future], timeout=wait)
+            return poll.future.result() if poll.future.done() else []
+        except asyncio.CancelledError:
+            if poll.future.done():
+                self._return(poll.future.result())
+            raise
         finally:
-            waiters.discard(fut)
-            if not waiters:
-                self._waiters.pop(channel, None)
+            self._polls.discard(poll)
+            self.dispatcher.remove(channel, poll)
+
+    def _return(self, leases: list[Json]) -> None:
+        for lease in leases:
+            task = lease["task"]
+            ch = self.engine.return_lease(task["_id"], task["leaseId"], self.clock.now())
+            if ch:
+                self._stage(ch)
+
+    def _lease_for(self, channel: str, waiter: Waiter, count: int) -> list[Json]:
+        """The dispatcher's way to lease for a waiter: engine, stage, render."""
+        tasks, ch = self.engine.acquire(
+            channel, waiter.worker_id, self.clock.now(), waiter.lease_seconds, count
+        )
+        leases = [self.lease_json(t) for t in tasks]
+        if ch:
+            self._stage(ch)
+        return leases
 
     async def release(self, task_id: str, body: p.ReleaseBody) -> Json:
         children = [self.spec(c, i) for i, c in enumerate(body.children or ())]
@@ -273,7 +327,7 @@ class Service:
         return await self._done(ch, self.task_json(task))
 
     async def extend(self, task_id: str, body: p.ExtendBody) -> Json:
-        lease = self._lease(body.lease_seconds)
+        lease = self.lease_seconds(body.lease_seconds)
         task, ch = self.engine.extend(
             task_id, body.worker_id, body.lease_id, lease, self.clock.now()
         )

@@ -94,7 +94,9 @@ class Admin(Work):
         for t in members:
             self._reset_fields(t, now)
         for t in members:
-            t.pending_parents = sum(not self.tasks[p].is_complete for p in t.parent_ids)
+            t.pending_parents = sum(  # a parent the store lost counts as done, as in _link
+                p in self.tasks and not self.tasks[p].is_complete for p in t.parent_ids
+            )
         self._queue_all((t.id for t in members), now)
         return group, ch
 
@@ -129,7 +131,7 @@ class Admin(Work):
         group, ch = self.create_group(f"{t.name} (plucked)", now, is_paused=True)
         copy = Task(
             id=self.new_id(now), group_id=group.id, name=t.name, channel=t.channel,
-            workgroup=t.workgroup, key=t.key, remaining_attempts=t.max_attempts,
+            workgroup=t.workgroup, remaining_attempts=t.max_attempts,
             max_attempts=t.max_attempts, priority=t.priority, progress_weight=t.progress_weight,
             error_delay=t.error_delay, input=t.input, created_at=now, updated_at=now,
         )  # fmt: skip
@@ -143,7 +145,10 @@ class Admin(Work):
         ch = self._start()
         t = self.task(task_id)
         old_channel, old_priority = t.channel, t.priority
+        moved = (fields.get("channel", t.channel), fields.get("key", t.key)) != (t.channel, t.key)
         self._unindex(t)
+        if moved:
+            self._leave_key(t, now)
         for name, value in fields.items():
             setattr(t, EDITABLE[name], value)
         self._index(t)
@@ -165,6 +170,16 @@ class Admin(Work):
         return doomed, ch
 
     # helpers -----------------------------------------------------------------------------
+    def _leave_key(self, t: Task, now: float) -> None:
+        """``t`` (unindexed) leaves its channel+key: a holder frees its old key-mates, and an
+        assigned key-mate stops waiting on a holder it no longer shares a key with."""
+        if t.is_complete or t.assigned_to is None:
+            return
+        if t.lease_id is not None:
+            self._drop_mates(t, now)
+        else:
+            t.assigned_to = t.assigned_at = None
+
     def _delete(self, ids: list[str], now: float, cascade: bool = True) -> None:
         holders = [t for t in map(self.tasks.__getitem__, ids) if t.lease_id and t.key is not None]
         if not cascade:

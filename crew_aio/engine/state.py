@@ -33,6 +33,7 @@ class Change:
     created: set[str] = field(default_factory=set)
     groups: dict[str, None] = field(default_factory=dict)
     ready_channels: set[str] = field(default_factory=set)
+    deleted: dict[str, str] = field(default_factory=dict)  # task id → its group id
 
     def __bool__(self) -> bool:
         return bool(self.tasks or self.groups)
@@ -179,6 +180,7 @@ class State:
                 if pid not in doomed:
                     parents[pid] = None
             self._ch.tasks[tid] = None
+            self._ch.deleted[tid] = t.group_id
         for pid in parents:
             parent = self.tasks.get(pid)
             if parent is not None and parent.children:

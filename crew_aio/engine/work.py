@@ -156,12 +156,27 @@ class Work(State):
         self._unindex(t)
         t.remaining_attempts -= 1
         t.errors.append(error)
-        t.run_after = now + t.error_delay
+        # a workgroup cool-off already in force outlasts the error delay
+        t.run_after = max(now + t.error_delay, t.run_after or now)
         self._drop_lease(t)
         self._index(t)
         self._touch(t, now)
         self._drop_mates(t, now)
         self._queue(t, now)
+
+    def return_lease(self, task_id: str, lease_id: str, now: float) -> Change:
+        """Undo a hand-out nobody received (the requester went away): no attempt is counted."""
+        ch = self._start()
+        t = self.tasks.get(task_id)
+        if t is None or t.lease_id is None or t.lease_id != lease_id:
+            return ch
+        self._unindex(t)
+        self._drop_lease(t)
+        self._index(t)
+        self._touch(t, now)
+        self._drop_mates(t, now)
+        self._queue(t, now)
+        return ch
 
     def _drop_mates(self, t: Task, now: float) -> None:
         if t.key is None:

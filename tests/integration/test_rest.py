@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.integration.conftest import T0, Api, ApiFactory
 
 V1 = "/api/v1"
@@ -265,3 +267,54 @@ async def test_time_inputs_accept_epoch_ms(api: Api) -> None:
     task = await api.post(f"{V1}/task_group/{gid}/tasks",
                           {"name": "t", "channel": "c", "runAfter": ms})  # fmt: skip
     assert task["runAfter"] == "2027-01-15T08:00:30.000Z" and task["status"] == "delayed"
+
+
+async def test_long_pollers_are_served_in_turn(api: Api) -> None:
+    gid = await api.group()
+    polls = []
+    for worker in ("w1", "w2", "w3"):
+        polls.append(asyncio.create_task(api.acquire("c", worker=worker, waitSeconds=5)))
+        await asyncio.sleep(0.02)  # queue order = arrival order
+    for name in ("first", "second", "third"):
+        await api.post(f"{V1}/task_group/{gid}/tasks", {"name": name, "channel": "c"})
+    got = [(await p)["task"] for p in polls]
+    assert [(t["assignedTo"], t["name"]) for t in got] == [
+        ("w1", "first"),
+        ("w2", "second"),
+        ("w3", "third"),
+    ]
+
+
+async def test_long_poll_with_count_takes_a_batch(api: Api) -> None:
+    gid = await api.group()
+    poll = asyncio.create_task(api.acquire("c", waitSeconds=5, count=10))
+    await asyncio.sleep(0.02)
+    await api.post(
+        f"{V1}/task_group/{gid}/tasks", [{"name": f"t{i}", "channel": "c"} for i in range(3)]
+    )
+    got = await poll
+    assert [x["task"]["name"] for x in got["tasks"]] == ["t0", "t1", "t2"]
+
+
+async def test_cancelled_long_poll_hands_its_lease_back(api: Api) -> None:
+    """A client that goes away right after its lease was granted costs the task no attempt."""
+    from crew_aio import protocol as p
+    from crew_aio.http_api import SERVICE
+
+    app = api.client.app
+    assert app is not None
+    service = app[SERVICE]
+    gid = await api.group()
+    body = p.AcquireBody(worker_id="gone", wait_seconds=5)
+    poll = asyncio.create_task(service.acquire("c", body))
+    await asyncio.sleep(0.02)
+    spec = p.TaskChildBody(name="t", channel="c")
+    create = asyncio.create_task(service.create_tasks(gid, [spec]))
+    await asyncio.sleep(0)  # the create stages its task: the dispatcher grants it to the poll
+    poll.cancel()  # granted but not yet answered
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    task = (await create)[0]
+    after = await api.get(f"{V1}/task/{task['_id']}")
+    assert after["status"] == "ready" and after["remainingAttempts"] == 5
+    assert (await api.acquire("c", worker="next"))["task"]["_id"] == task["_id"]

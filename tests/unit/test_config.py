@@ -35,6 +35,7 @@ EXPECTED: dict[str, tuple[object, tuple[str, ...]]] = {
     "max_parents_per_task": (10_000, ("CREW_MAX_PARENTS_PER_TASK",)),
     "commit_timeout": (10.0, ("CREW_COMMIT_TIMEOUT",)),
     "shutdown_timeout": (20.0, ("CREW_SHUTDOWN_TIMEOUT",)),
+    "ws_heartbeat": (15.0, ("CREW_WS_HEARTBEAT",)),
     "log_level": ("info", ("CREW_LOG_LEVEL",)),
     "log_json": (False, ("CREW_LOG_JSON",)),
 }
@@ -57,6 +58,7 @@ SAMPLE = {
     "max_parents_per_task": "3",
     "commit_timeout": "2.5",
     "shutdown_timeout": "1",
+    "ws_heartbeat": "5",
     "log_level": "debug",
     "log_json": "1",
 }

@@ -221,7 +221,7 @@ def test_retry_completed_task_is_a_conflict(engine: Engine, gid: str) -> None:
 
 
 def test_pluck_copies_into_a_new_paused_group(engine: Engine, gid: str) -> None:
-    p, c = create(
+    _p, c = create(
         engine,
         gid,
         child("p"),
@@ -242,14 +242,14 @@ def test_pluck_copies_into_a_new_paused_group(engine: Engine, gid: str) -> None:
 
 
 def test_update_task_priority_reorders(engine: Engine, gid: str) -> None:
-    a, b, c = create(engine, gid, spec("a"), spec("b"), spec("c"))
+    a, _b, c = create(engine, gid, spec("a"), spec("b"), spec("c"))
     engine.update_task(c.id, {"priority": 10}, T0 + 1)
     engine.update_task(a.id, {"priority": -1}, T0 + 1)
     assert acquirable(engine, now=T0 + 1) == ["c", "b", "a"]
 
 
 def test_update_task_priority_back_and_forth(engine: Engine, gid: str) -> None:
-    a, b = create(engine, gid, spec("a"), spec("b"))
+    a, _b = create(engine, gid, spec("a"), spec("b"))
     engine.update_task(a.id, {"priority": -5}, T0)
     engine.update_task(a.id, {"priority": 0}, T0)
     engine.update_task(a.id, {"priority": -5}, T0)
@@ -371,3 +371,15 @@ def test_group_with_recent_activity_is_not_expired(engine: Engine) -> None:
 def test_unknown_ids_are_not_found(engine: Engine, call: object) -> None:
     with pytest.raises(NotFound):
         call(engine)  # type: ignore[operator]
+
+
+def test_reset_group_survives_a_parent_lost_by_the_store(engine: Engine, gid: str) -> None:
+    p, c = create(engine, gid, child("p"), child("c", "p"))
+    records = [r for r in snapshot(engine) if r[0] != f"t:{p.id}"]
+    fresh = Engine()
+    fresh.load(records)
+    orphan = fresh.tasks[c.id]
+    assert orphan.pending_parents == 0
+    fresh.reset_group(gid, T0 + 1)
+    assert orphan.pending_parents == 0
+    assert acquire_one(fresh, now=T0 + 1) is orphan

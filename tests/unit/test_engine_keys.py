@@ -157,3 +157,22 @@ def test_key_is_per_channel(engine: Engine, gid: str) -> None:
 def test_tasks_without_key_are_never_merged(engine: Engine, gid: str) -> None:
     create(engine, gid, spec("a"), spec("b"))
     assert [t.name for t in acquire(engine, count=2)] == ["a", "b"]
+
+
+def test_editing_the_key_of_an_assigned_mate_frees_it(engine: Engine, gid: str) -> None:
+    a, b = create(engine, gid, spec("a", key="k"), spec("b", key="k"))
+    acquire_one(engine)
+    assert b.assigned_to == "w1"
+    engine.update_task(b.id, {"key": "other"}, T0 + 1)
+    assert b.assigned_to is None
+    assert acquire_one(engine, worker="w2", now=T0 + 1) is b
+    complete(engine, a, T0 + 2, output="a")
+    assert b.output is None and not b.is_complete
+
+
+def test_editing_the_key_of_the_holder_frees_its_old_mates(engine: Engine, gid: str) -> None:
+    a, b = create(engine, gid, spec("a", key="k"), spec("b", key="k"))
+    acquire_one(engine)
+    engine.update_task(a.id, {"key": "other"}, T0 + 1)
+    assert b.assigned_to is None
+    assert acquire_one(engine, worker="w2", now=T0 + 1) is b

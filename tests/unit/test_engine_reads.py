@@ -8,7 +8,6 @@ from crew_aio.engine import Engine
 from crew_aio.errors import StaleLease
 from crew_aio.model import Status, task_to_api
 from tests.unit.conftest import (
-    LEASE,
     T0,
     acquirable,
     acquire,
@@ -53,7 +52,7 @@ def test_status_of_every_value(engine: Engine, gid: str) -> None:
 
 def test_status_precedence(engine: Engine) -> None:
     paused = new_group(engine, "p", is_paused=True)
-    p, w, f = create(
+    _p, w, f = create(
         engine,
         paused,
         child("p"),
@@ -114,7 +113,7 @@ def test_channel_counters_through_the_lifecycle(engine: Engine, gid: str) -> Non
         return {"name": "c", "totalCount": total, "completedCount": done, "assignedCount": assigned}
 
     assert engine.channels() == []
-    a, b, c, d = create(
+    a, _b, c, _d = create(
         engine, gid, child("a", key="k"), child("b", key="k"), child("c"), child("d", "c")
     )
     assert engine.channels() == [row(4, 0, 0)]
@@ -237,7 +236,7 @@ def test_loaded_lease_expires_at_its_original_deadline(engine: Engine, gid: str)
 
 
 def test_loaded_lease_can_be_released_by_its_holder(engine: Engine, gid: str) -> None:
-    a, b, k = create(engine, gid, child("a", key="k"), child("b", key="k"), child("k", "b"))
+    a, b, _k = create(engine, gid, child("a", key="k"), child("b", key="k"), child("k", "b"))
     t = acquire_one(engine, worker="w1")
     fresh = Engine()
     fresh.load(snapshot(engine))

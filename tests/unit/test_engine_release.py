@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from crew_aio.engine import Engine
-from crew_aio.errors import NotFound, StaleLease
-from crew_aio.errors import Invalid
+from crew_aio.errors import Invalid, NotFound, StaleLease
 from crew_aio.model import Status
 from tests.unit.conftest import (
     LEASE,
@@ -50,7 +49,7 @@ def test_release_without_lease_id_is_accepted_from_the_holder(engine: Engine, gi
 
 
 def test_success_makes_children_ready(engine: Engine, gid: str) -> None:
-    p, c, other = create(engine, gid, child("p"), child("c", "p"), child("o", "p", "c"))
+    _p, c, other = create(engine, gid, child("p"), child("c", "p"), child("o", "p", "c"))
     complete(engine, acquire_one(engine), T0 + 1)
     assert c.pending_parents == 0 and other.pending_parents == 1
     assert engine.status(c, T0 + 1) is Status.READY
@@ -239,7 +238,7 @@ def test_children_delay_applies_to_direct_children(engine: Engine, gid: str) -> 
 
 
 def test_children_delay_also_delays_existing_children(engine: Engine, gid: str) -> None:
-    p, c = create(engine, gid, child("p"), child("c", "p"))
+    _p, c = create(engine, gid, child("p"), child("c", "p"))
     complete(engine, acquire_one(engine), T0, children_delay=15)
     assert c.run_after == T0 + 15
     assert acquire(engine, now=T0 + 14) == []

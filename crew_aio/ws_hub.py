@@ -1,0 +1,300 @@
+"""WebSocket ``GET /api/v1/ws``: pushed tasks for subscribed workers, events for watchers.
+
+Every frame a peer receives waits in its outbox until the store has committed everything staged
+before it, so a pushed task, an ``ack`` or an event never announces something a crash could undo.
+A worker subscription is one more waiter in the dispatcher's fair per-channel queues; it takes
+tasks while it holds fewer leases than its capacity and its socket keeps up (backpressure).
+A dropped socket keeps its leases: they run to expiry, or are released over REST or a new socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import msgspec
+import orjson
+from aiohttp import WSMsgType, web
+
+from crew_aio import protocol as p
+from crew_aio.engine import Change
+from crew_aio.errors import CrewError, Forbidden, Invalid
+from crew_aio.http_api import STATUS
+from crew_aio.middleware import SCOPE
+from crew_aio.model import group_to_api
+from crew_aio.service import Service
+
+__all__ = ["HUB", "Hub", "ws_handler"]
+
+log = logging.getLogger("crew_aio.ws")
+Json = dict[str, Any]
+
+HIGH_WATER = 256 * 1024  # bytes queued in the kernel/transport before a socket counts as slow
+MAX_IN_FLIGHT = 1024  # frames of one socket being handled at once
+
+
+class Peer:
+    """One socket: an outbox flushed after commit by its own sender task."""
+
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.transport = request.transport
+        self.scope: str = request.get(SCOPE, "admin")
+        self.outbox: deque[bytes] = deque()
+        self.wake = asyncio.Event()
+        self.sub: Subscription | None = None
+        self.watch_all = False
+        self.watch_groups: set[str] = set()
+        self.closed = False
+        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    def send(self, frame: Json) -> None:
+        if not self.closed:
+            self.outbox.append(orjson.dumps(frame))
+            self.wake.set()
+
+    def error(self, ref: object, exc: CrewError) -> None:
+        frame: Json = {"type": "error", "ref": ref, "status": STATUS.get(exc.code, 400)}
+        frame |= exc.to_dict()
+        self.send(frame)
+
+    def slow(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.get_write_buffer_size() > HIGH_WATER
+
+    async def run_sender(self) -> None:
+        while not self.closed:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.outbox:
+                await self.hub.service.store.sync()  # what the frames announce is durable
+                batch = list(self.outbox)
+                self.outbox.clear()
+                try:
+                    for data in batch:
+                        await self.ws.send_frame(data, WSMsgType.TEXT)
+                except (ConnectionError, RuntimeError):
+                    self.closed = True  # the reader loop sees the close and cleans up
+                    return
+            # not reading: push nothing more until it drains (aiohttp has no drain event)
+            while self.slow() and not self.closed:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            if self.sub is not None:
+                self.sub.offer()
+
+
+class Subscription:
+    """A worker's subscription: a dispatcher waiter with a capacity."""
+
+    def __init__(self, peer: Peer, frame: p.SubscribeFrame, lease_seconds: float) -> None:
+        self.peer = peer
+        self.worker_id = frame.worker_id
+        self.channels = list(dict.fromkeys(frame.channels))
+        self.capacity = frame.capacity
+        self.lease_seconds = lease_seconds
+        self.held: dict[str, str] = {}  # task id → lease id
+
+    def offer(self) -> None:
+        """Stand in every channel's queue again (after capacity or the socket freed up)."""
+        for channel in self.channels:
+            self.peer.hub.service.dispatcher.add(channel, self)
+
+    def wants(self) -> int:
+        peer = self.peer
+        if peer.closed or peer.sub is not self or peer.hub.service.draining or peer.slow():
+            return 0
+        return max(0, self.capacity - len(self.held))
+
+    def deliver(self, leases: list[Json]) -> None:
+        for lease in leases:
+            task = lease["task"]
+            self.held[task["_id"]] = task["leaseId"]
+            self.peer.hub.held_by[task["_id"]] = self
+            self.peer.send({"type": "task", **lease})
+
+    def flush(self) -> None:
+        """Pushed frames are already in the outbox."""
+
+
+class Hub:
+    def __init__(self, service: Service, *, heartbeat: float, max_msg_size: int) -> None:
+        self.service = service
+        self.heartbeat = heartbeat
+        self.max_msg_size = max_msg_size
+        self.peers: set[Peer] = set()
+        self.held_by: dict[str, Subscription] = {}
+        service.listeners.append(self.on_change)
+
+    # changes -----------------------------------------------------------------------------
+    def on_change(self, change: Change) -> None:
+        """Free capacity whose lease ended elsewhere (REST, expiry, delete); publish events."""
+        if self.held_by:
+            self._reconcile(change)
+        if any(peer.watch_all or peer.watch_groups for peer in self.peers):
+            self._publish(change)
+
+    def _reconcile(self, change: Change) -> None:
+        tasks = self.service.engine.tasks
+        freed: dict[Subscription, None] = {}
+        for tid in change.tasks:
+            sub = self.held_by.get(tid)
+            if sub is None:
+                continue
+            t = tasks.get(tid)
+            if t is None or t.lease_id != sub.held.get(tid):
+                del self.held_by[tid]
+                sub.held.pop(tid, None)
+                freed[sub] = None
+        for sub in freed:
+            if sub.peer.sub is sub:
+                sub.offer()
+
+    def _publish(self, change: Change) -> None:
+        engine, svc = self.service.engine, self.service
+        events: list[tuple[str, Json]] = []
+        for tid in change.tasks:
+            t = engine.tasks.get(tid)
+            if t is None:
+                gid = change.deleted.get(tid, "")
+                events.append(
+                    (gid, {"event": "task:delete", "data": {"_id": tid, "taskGroupId": gid}})
+                )
+            else:
+                kind = "task:create" if tid in change.created else "task:update"
+                events.append((t.group_id, {"event": kind, "data": svc.task_json(t)}))
+        for gid in change.groups:
+            g = engine.groups.get(gid)
+            data = group_to_api(g) if g is not None else {"_id": gid}
+            events.append((gid, {"event": "group:update" if g else "group:delete", "data": data}))
+        for peer in self.peers:
+            for gid, event in events:
+                if peer.watch_all or gid in peer.watch_groups:
+                    peer.send({"type": "event", **event})
+
+    # frames ------------------------------------------------------------------------------
+    async def handle(self, peer: Peer, data: str) -> None:
+        ref: object = None
+        try:
+            raw = orjson.loads(data)
+            ref = raw.get("ref") if isinstance(raw, dict) else None
+            frame = msgspec.convert(raw, p.Frame)
+            await self._dispatch(peer, frame)
+        except orjson.JSONDecodeError as exc:
+            peer.error(ref, Invalid(f"frame is not valid JSON: {exc}"))
+        except msgspec.ValidationError as exc:
+            peer.error(ref, Invalid(str(exc)))
+        except CrewError as exc:
+            peer.error(ref, exc)
+
+    async def _dispatch(self, peer: Peer, frame: p.Frame) -> None:
+        match frame:
+            case p.SubscribeFrame():
+                self._subscribe(peer, frame)
+            case p.ReleaseFrame():
+                await self._release(peer, frame)
+            case p.ExtendFrame():
+                body = p.ExtendBody(
+                    worker_id=self._worker(peer, frame.worker_id),
+                    lease_id=frame.lease_id,
+                    lease_seconds=frame.lease_seconds,
+                )
+                task = await self.service.extend(frame.task_id, body)
+                peer.send({"type": "ack", "ref": frame.ref, "task": task})
+            case p.WatchFrame() | p.UnwatchFrame():
+                self._watch(peer, frame)
+
+    def _worker(self, peer: Peer, worker_id: str | None) -> str:
+        if worker_id is not None:
+            return worker_id
+        if peer.sub is None:
+            raise Invalid("workerId is required before subscribe", field="workerId")
+        return peer.sub.worker_id
+
+    def _subscribe(self, peer: Peer, frame: p.SubscribeFrame) -> None:
+        self._unsubscribe(peer)
+        sub = Subscription(peer, frame, self.service.lease_seconds(frame.lease_seconds))
+        peer.sub = sub
+        answer = {"type": "subscribed", "ref": frame.ref, "workerId": sub.worker_id}
+        peer.send(answer | {"channels": sub.channels, "capacity": sub.capacity})
+        sub.offer()
+
+    def _unsubscribe(self, peer: Peer) -> None:
+        sub, peer.sub = peer.sub, None
+        if sub is None:
+            return
+        for channel in sub.channels:
+            self.service.dispatcher.remove(channel, sub)
+        for tid in sub.held:
+            self.held_by.pop(tid, None)
+
+    async def _release(self, peer: Peer, frame: p.ReleaseFrame) -> None:
+        body = p.ReleaseBody(
+            worker_id=self._worker(peer, frame.worker_id),
+            lease_id=frame.lease_id,
+            output=frame.output,
+            error=frame.error,
+            children=frame.children,
+            workgroup_delay_in_seconds=frame.workgroup_delay_in_seconds,
+            children_delay_in_seconds=frame.children_delay_in_seconds,
+        )
+        task = await self.service.release(frame.task_id, body)
+        peer.send({"type": "ack", "ref": frame.ref, "task": task})
+
+    def _watch(self, peer: Peer, frame: p.WatchFrame | p.UnwatchFrame) -> None:
+        if peer.scope != "admin":
+            raise Forbidden("a worker token may not watch")
+        if not frame.all and frame.task_group_id is None:
+            raise Invalid("watch needs taskGroupId or all", field="taskGroupId")
+        on = isinstance(frame, p.WatchFrame)
+        if frame.all:
+            peer.watch_all = on
+        elif on:
+            peer.watch_groups.add(frame.task_group_id or "")
+        else:
+            peer.watch_groups.discard(frame.task_group_id or "")
+        peer.send({"type": "ack", "ref": frame.ref})
+
+    # lifecycle ---------------------------------------------------------------------------
+    def disconnect(self, peer: Peer) -> None:
+        peer.closed = True
+        peer.wake.set()
+        self._unsubscribe(peer)
+        self.peers.discard(peer)
+
+    async def close_all(self) -> None:
+        for peer in list(self.peers):
+            with contextlib.suppress(Exception):
+                await peer.ws.close(code=1001, message=b"server shutting down")
+
+
+HUB = web.AppKey("ws_hub", Hub)
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    ws = web.WebSocketResponse(heartbeat=hub.heartbeat, max_msg_size=hub.max_msg_size)
+    await ws.prepare(request)
+    peer = Peer(hub, ws, request)
+    hub.peers.add(peer)
+    sender = asyncio.create_task(peer.run_sender(), name="crew_aio.ws.sender")
+    handlers: set[asyncio.Task[None]] = set()
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                peer.error(None, Invalid("only JSON text frames are accepted"))
+                continue
+            await peer.slots.acquire()
+            task = asyncio.create_task(hub.handle(peer, msg.data))
+            handlers.add(task)
+            task.add_done_callback(handlers.discard)
+            task.add_done_callback(lambda _: peer.slots.release())
+    finally:
+        hub.disconnect(peer)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+    return ws

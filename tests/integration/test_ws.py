@@ -1,0 +1,181 @@
+"""The WebSocket: pushed tasks, capacity, fairness, acks, dropped sockets, watchers, auth."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from tests.integration.conftest import Api, ApiFactory
+
+V1 = "/api/v1"
+WS = f"{V1}/ws"
+
+
+async def frame(ws: aiohttp.ClientWebSocketResponse, wait: float = 3.0) -> Any:
+    msg = await asyncio.wait_for(ws.receive(), wait)
+    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    return msg.json()
+
+
+async def nothing(ws: aiohttp.ClientWebSocketResponse, wait: float = 0.15) -> None:
+    try:
+        msg = await asyncio.wait_for(ws.receive(), wait)
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected frame {msg.data}")
+
+
+async def subscribe(api: Api, worker: str = "w1", capacity: int = 1, **kw: Any) -> Any:
+    ws = await api.client.ws_connect(WS)
+    await ws.send_json({"type": "subscribe", "workerId": worker, "channels": ["c"],
+                        "capacity": capacity, "ref": "s", **kw})  # fmt: skip
+    assert (await frame(ws))["type"] == "subscribed"
+    return ws
+
+
+async def add(api: Api, gid: str, *names: str) -> list[Any]:
+    body = [{"name": n, "channel": "c"} for n in names]
+    return list(await api.post(f"{V1}/task_group/{gid}/tasks", body))
+
+
+async def test_push_release_ack(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api)
+    await add(api, gid, "t")
+    pushed = await frame(ws)
+    assert pushed["type"] == "task" and pushed["task"]["name"] == "t"
+    task = pushed["task"]
+    assert task["assignedTo"] == "w1" and task["leaseId"] and pushed["parents"] == []
+    await ws.send_json({"type": "release", "ref": 7, "taskId": task["_id"],
+                        "leaseId": task["leaseId"], "output": {"ok": 1}})  # fmt: skip
+    ack = await frame(ws)
+    assert ack == {"type": "ack", "ref": 7, "task": ack["task"]}
+    assert ack["task"]["status"] == "completed"
+    again = {"type": "release", "ref": 8, "taskId": task["_id"], "output": "dup"}
+    await ws.send_json(again)
+    dup = await frame(ws)
+    assert dup["type"] == "ack" and dup["task"]["output"] == {"ok": 1}
+    await ws.close()
+
+
+async def test_capacity_limits_pushes(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api, capacity=2)
+    await add(api, gid, *[f"t{i}" for i in range(5)])
+    first = [await frame(ws), await frame(ws)]
+    await nothing(ws)
+    tid = first[0]["task"]["_id"]
+    await ws.send_json({"type": "release", "ref": "r", "taskId": tid, "output": 1})
+    after = {f["type"]: f for f in [await frame(ws), await frame(ws)]}
+    assert after["ack"]["ref"] == "r"
+    assert after["task"]["task"]["name"] == "t2"
+    await nothing(ws)
+    await ws.close()
+
+
+async def test_fair_hand_out_between_sockets_and_long_polls(api: Api) -> None:
+    gid = await api.group()
+    ws1 = await subscribe(api, "w1", capacity=5)
+    poll = asyncio.create_task(api.acquire("c", worker="poller", waitSeconds=5))
+    await asyncio.sleep(0.05)
+    ws2 = await subscribe(api, "w2", capacity=5)
+    await add(api, gid, "a", "b", "c", "d")
+    polled = await poll
+    got1 = [(await frame(ws1))["task"]["name"] for _ in range(2)]
+    got2 = [(await frame(ws2))["task"]["name"]]
+    assert polled["task"]["name"] == "b"
+    assert got1 == ["a", "d"] and got2 == ["c"]
+    await ws1.close()
+    await ws2.close()
+
+
+async def test_rest_release_frees_capacity(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api)
+    await add(api, gid, "a", "b")
+    task = (await frame(ws))["task"]
+    await nothing(ws)
+    await api.release(task["_id"], leaseId=task["leaseId"], output=1)
+    assert (await frame(ws))["task"]["name"] == "b"
+    await ws.close()
+
+
+async def test_dropped_socket_keeps_its_lease(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api)
+    await add(api, gid, "a")
+    task = (await frame(ws))["task"]
+    await ws.close()
+    await asyncio.sleep(0.05)
+    held = await api.get(f"{V1}/task/{task['_id']}")
+    assert held["status"] == "leased" and held["leaseId"] == task["leaseId"]
+    done = await api.release(task["_id"], leaseId=task["leaseId"], output="late but fine")
+    assert done["status"] == "completed"
+
+
+async def test_lease_expiry_frees_capacity_and_repushes(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api, leaseSeconds=5)
+    await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c",
+                                                    "errorDelayInSeconds": 0})  # fmt: skip
+    first = (await frame(ws))["task"]
+    api.clock.advance(6)
+    await api.get(f"{V1}/task/{first['_id']}")  # any request; the timer runs too
+    app = api.client.app
+    assert app is not None
+    await app[__import__("crew_aio.app").app.TIMERS].service.tick()
+    again = (await frame(ws))["task"]
+    assert again["_id"] == first["_id"] and again["leaseId"] != first["leaseId"]
+    assert again["errors"][0]["message"] == "lease expired"
+    await ws.close()
+
+
+async def test_malformed_frames_get_errors(api: Api) -> None:
+    ws = await api.client.ws_connect(WS)
+    await ws.send_str("{not json")
+    assert (await frame(ws))["status"] == 400
+    await ws.send_json({"type": "nope", "ref": 1})
+    err = await frame(ws)
+    assert err["ref"] == 1 and err["code"] == "invalid"
+    await ws.send_json({"type": "release", "ref": 2, "taskId": "x", "workerId": "w"})
+    assert (await frame(ws))["status"] == 404
+    await ws.send_json({"type": "release", "ref": 3, "taskId": "x"})
+    assert (await frame(ws))["field"] == "workerId"
+    await ws.send_bytes(b"\x00")
+    assert (await frame(ws))["code"] == "invalid"
+    await ws.send_json([1, 2])
+    assert (await frame(ws))["code"] == "invalid"
+    await ws.close()
+
+
+async def test_watchers_see_committed_events(api: Api) -> None:
+    ws = await api.client.ws_connect(WS)
+    await ws.send_json({"type": "watch", "all": True, "ref": "w"})
+    assert await frame(ws) == {"type": "ack", "ref": "w"}
+    gid = await api.group()
+    assert (await frame(ws))["event"] == "group:update"
+    task = (await add(api, gid, "a"))[0]
+    event = await frame(ws)
+    assert event["event"] == "task:create" and event["data"]["_id"] == task["_id"]
+    await api.delete(f"{V1}/task/{task['_id']}")
+    gone = await frame(ws)
+    assert gone["event"] == "task:delete" and gone["data"]["taskGroupId"] == gid
+    await ws.close()
+
+
+async def test_ws_auth(make_api: ApiFactory) -> None:
+    api = await make_api(api_token="admin-secret", worker_token="worker-secret")
+    resp = await api.client.get(WS)
+    assert resp.status == 401
+    ws = await api.client.ws_connect(f"{WS}?token=worker-secret")
+    await ws.send_json({"type": "watch", "all": True, "ref": 1})
+    assert (await frame(ws))["status"] == 403
+    await ws.send_json({"type": "subscribe", "workerId": "w", "channels": ["c"]})
+    assert (await frame(ws))["type"] == "subscribed"
+    await ws.close()
+    admin = await api.client.ws_connect(WS, headers={"Authorization": "Bearer admin-secret"})
+    await admin.send_json({"type": "watch", "all": True, "ref": 1})
+    assert (await frame(admin))["type"] == "ack"
+    await admin.close()
