@@ -123,7 +123,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout, access_log=None)
+    # handler_cancellation: a long poll whose client went away stops waiting (and hands back a
+    # lease it was granted) instead of leasing a task to nobody
+    runner = web.AppRunner(
+        app, shutdown_timeout=settings.shutdown_timeout, access_log=None, handler_cancellation=True
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -30,7 +30,7 @@ from crew_aio.config import (
     load_settings,
 )
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "serve", "worker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROG: Final = "crew-aio"
@@ -131,3 +131,70 @@ def serve(ctx: click.Context, /, **values: object) -> None:
         "settings loaded", extra={"event": "cli.settings", **settings.redacted()}
     )
     ctx.exit(int(_run_server()(settings)))
+
+
+def _load_worker(target: str) -> object:
+    """``module:Class`` (or ``module:instance``) → a worker instance."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"{target!r} is not MODULE:CLASS", param_hint="WORKERS")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {target!r}: {exc}", param_hint="WORKERS") from exc
+    return found() if isinstance(found, type) else found
+
+
+@main.command()
+@click.argument("workers", nargs=-1, required=True, metavar="MODULE:CLASS...")
+@click.option(
+    "--url",
+    envvar=["CREW_URL", "CREW_API_BASE_URL"],
+    show_envvar=True,
+    default="http://127.0.0.1:3000",
+    show_default=True,
+    help="The server's address.",
+)
+@click.option(
+    "--token",
+    envvar="CREW_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    default=None,
+    help="Worker or API token (prefer the environment: argv shows in `ps`).",
+)
+@click.option("--poll", is_flag=True, help="Long-poll REST only (no WebSocket push).")
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds running tasks get to finish after SIGTERM/SIGINT.",
+)
+@click.option("--log-level", default="info", show_default=True, help="debug, info, warning...")
+@click.option(
+    "--app-dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory put first on sys.path to import MODULE from.",
+)
+def worker(workers: tuple[str, ...], url: str, token: str | None, poll: bool,
+           shutdown_timeout: float, log_level: str, app_dir: str) -> None:  # fmt: skip
+    """Run Python workers (Worker subclasses named MODULE:CLASS) until SIGTERM or SIGINT.
+
+    Tasks are pushed over the WebSocket by default (long-poll while it is down); --poll uses
+    long-poll REST only. A second SIGTERM/SIGINT cancels the tasks still running.
+    """
+    import asyncio
+    import sys
+
+    sys.path.insert(0, str(Path(app_dir).resolve()))
+    loaded = [_load_worker(target) for target in workers]
+    log.configure(log_level, False, journal_stream=journal_stream(os.environ),
+                  secrets=(token,) if token else ())  # fmt: skip
+    sdk = importlib.import_module("crew_aio.worker")
+    run = sdk.run_workers(
+        loaded, url=url, token=token, poll=poll, shutdown_timeout=shutdown_timeout
+    )
+    asyncio.run(run)

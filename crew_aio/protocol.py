@@ -24,6 +24,7 @@ __all__ = [
     "SubscribeFrame",
     "TaskChildBody",
     "UnsetType",
+    "UnsubscribeFrame",
     "UnwatchFrame",
     "UpdateGroupBody",
     "UpdateTaskBody",
@@ -250,6 +251,10 @@ class ExtendFrame(_Frame, tag="extend"):
     lease_seconds: Annotated[float, Meta(gt=0)] | None = None
 
 
+class UnsubscribeFrame(_Frame, tag="unsubscribe"):
+    """Stop pushes to this socket (graceful worker stop); held leases stay as they are."""
+
+
 class WatchFrame(_Frame, tag="watch"):
     task_group_id: str | None = None
     all: bool = False
@@ -260,4 +265,4 @@ class UnwatchFrame(_Frame, tag="unwatch"):
     all: bool = False
 
 
-Frame = SubscribeFrame | ReleaseFrame | ExtendFrame | WatchFrame | UnwatchFrame
+Frame = SubscribeFrame | UnsubscribeFrame | ReleaseFrame | ExtendFrame | WatchFrame | UnwatchFrame

@@ -176,7 +176,7 @@ class Hub:
                     peer.send({"type": "event", **event})
 
     # frames ------------------------------------------------------------------------------
-    async def handle(self, peer: Peer, data: str) -> None:
+    async def handle(self, peer: Peer, data: str | bytes) -> None:
         ref: object = None
         try:
             raw = orjson.loads(data)
@@ -194,6 +194,9 @@ class Hub:
         match frame:
             case p.SubscribeFrame():
                 self._subscribe(peer, frame)
+            case p.UnsubscribeFrame():
+                self._unsubscribe(peer)
+                peer.send({"type": "unsubscribed", "ref": frame.ref})
             case p.ReleaseFrame():
                 await self._release(peer, frame)
             case p.ExtendFrame():
@@ -284,9 +287,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     handlers: set[asyncio.Task[None]] = set()
     try:
         async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                peer.error(None, Invalid("only JSON text frames are accepted"))
-                continue
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue  # close/error frames end the iteration; nothing else carries data
             await peer.slots.acquire()
             task = asyncio.create_task(hub.handle(peer, msg.data))
             handlers.add(task)

@@ -60,6 +60,17 @@ async def test_push_release_ack(api: Api) -> None:
     await ws.close()
 
 
+async def test_unsubscribe_stops_pushes(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api, capacity=5)
+    await ws.send_json({"type": "unsubscribe", "ref": "u"})
+    assert await frame(ws) == {"type": "unsubscribed", "ref": "u"}
+    await add(api, gid, "a")
+    await nothing(ws)
+    assert (await api.acquire("c", worker="other"))["task"]["name"] == "a"
+    await ws.close()
+
+
 async def test_capacity_limits_pushes(api: Api) -> None:
     gid = await api.group()
     ws = await subscribe(api, capacity=2)

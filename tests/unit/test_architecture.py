@@ -66,3 +66,15 @@ def test_nothing_else_reads_the_environment() -> None:
 
 def test_public_surface_is_pinned() -> None:
     assert crew_aio.__all__ == ["CrewError", "FakeClock", "SystemClock", "__version__"]
+
+
+def test_sdk_imports_no_server_code() -> None:
+    """The worker SDK and client talk to the server over HTTP only (SDK.md)."""
+    allowed = ("crew_aio.client", "crew_aio.worker", "crew_aio.protocol")
+    for path in [PKG / "client.py", *sorted((PKG / "worker").rglob("*.py"))]:
+        bad = {
+            name
+            for name in imports_of(path)
+            if name.split(".")[0] == "crew_aio" and not name.startswith(allowed)
+        }
+        assert not bad, f"{path.name} imports {sorted(bad)}"

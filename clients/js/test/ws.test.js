@@ -1,0 +1,158 @@
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { Client, Worker, runWorkers } from "../src/index.js";
+import { delay, eventually, memoryLogger, startProxy, startServer } from "../testkit/server.js";
+
+let server;
+let proxy;
+let client;
+before(async () => {
+  server = await startServer();
+  proxy = await startProxy(server.url);
+  client = new Client({ url: server.url });
+});
+after(async () => {
+  await proxy?.close();
+  await server?.stop();
+});
+
+/** Start workers against the proxy; returns {logger, stop}. */
+function start(workers, options = {}) {
+  const ctrl = new AbortController();
+  const logger = memoryLogger();
+  const running = runWorkers(workers, {
+    url: proxy.url,
+    handleSignals: false,
+    signal: ctrl.signal,
+    logger,
+    waitSeconds: 2,
+    shutdownTimeout: 5,
+    ...options,
+  });
+  return {
+    logger,
+    events: (name) => logger.lines.filter((l) => l.event === name),
+    async stop() {
+      ctrl.abort();
+      await running;
+    },
+  };
+}
+
+test("push unavailable: long-polls meanwhile, then switches to the socket", async (t) => {
+  proxy.blockWs = true;
+  t.after(() => (proxy.blockWs = false));
+  const channel = "fallback";
+  class Echo extends Worker {
+    channel = channel;
+    async execute(input) {
+      return input;
+    }
+  }
+  const group = await client.createGroup("fallback");
+  const run = start([new Echo()]);
+  try {
+    const first = await client.addTasks(group._id, { name: "rest", channel, input: 1 });
+    await eventually(async () => (await client.getTask(first._id)).status === "completed");
+    assert.equal(run.events("worker.task")[0].via, "rest");
+    assert.ok(run.events("worker.ws_down").length >= 1);
+
+    proxy.blockWs = false;
+    await eventually(() => run.events("worker.ws_up").length === 1, { timeoutMs: 15_000 });
+    await delay(2500); // the long-poll loop finishes its current acquire (waitSeconds 2)
+    const second = await client.addTasks(group._id, { name: "ws", channel, input: 2 });
+    await eventually(async () => (await client.getTask(second._id)).status === "completed");
+    const last = run.events("worker.task").at(-1);
+    assert.equal(last.taskId, second._id);
+    assert.equal(last.via, "ws");
+  } finally {
+    await run.stop();
+  }
+});
+
+test("a server without the WebSocket route means long-poll for good", async (t) => {
+  proxy.ws404 = true;
+  t.after(() => (proxy.ws404 = false));
+  const channel = "no-ws";
+  class Echo extends Worker {
+    channel = channel;
+    execute(input) {
+      return input;
+    }
+  }
+  const group = await client.createGroup("no-ws");
+  const run = start([new Echo()]);
+  try {
+    const task = await client.addTasks(group._id, { name: "t", channel, input: "polled" });
+    await eventually(async () => (await client.getTask(task._id)).status === "completed");
+    assert.equal(run.events("worker.ws_unsupported").length, 1);
+    assert.equal(run.events("worker.ws_up").length, 0);
+    assert.equal(run.events("worker.task")[0].via, "rest");
+  } finally {
+    await run.stop();
+  }
+});
+
+test("a task pushed over a socket that drops is released over REST; the socket comes back", async () => {
+  const channel = "dropped";
+  let finish;
+  const gate = new Promise((resolve) => (finish = resolve));
+  class Gated extends Worker {
+    channel = channel;
+    async execute() {
+      await gate;
+      return "after the drop";
+    }
+  }
+  const group = await client.createGroup("dropped");
+  const run = start([new Gated()]);
+  try {
+    await eventually(() => run.events("worker.ws_up").length === 1);
+    const task = await client.addTasks(group._id, { name: "t", channel });
+    await eventually(async () => (await client.getTask(task._id)).status === "leased");
+    const upgrades = proxy.upgrades;
+    proxy.dropAll();
+    await eventually(() => run.events("worker.ws_up").length === 2, { timeoutMs: 15_000 });
+    assert.ok(proxy.upgrades > upgrades);
+    finish();
+    await eventually(async () => (await client.getTask(task._id)).status === "completed");
+    const done = await client.getTask(task._id);
+    assert.equal(done.output, "after the drop");
+    assert.deepEqual(done.errors, []);
+    assert.equal(run.events("worker.task")[0].outcome, "ok");
+  } finally {
+    finish();
+    await run.stop();
+  }
+});
+
+test("a release is retried until the server answers", async (t) => {
+  t.after(() => (proxy.refuse = false));
+  const channel = "retry-release";
+  let finish;
+  const gate = new Promise((resolve) => (finish = resolve));
+  class Gated extends Worker {
+    channel = channel;
+    async execute() {
+      await gate;
+      return "eventually";
+    }
+  }
+  const group = await client.createGroup("retry");
+  const run = start([new Gated()], { poll: true });
+  try {
+    const task = await client.addTasks(group._id, { name: "t", channel });
+    await eventually(async () => (await client.getTask(task._id)).status === "leased");
+    proxy.refuse = true;
+    proxy.dropAll();
+    finish();
+    await eventually(() => run.events("worker.release_retry").length >= 2);
+    assert.equal((await client.getTask(task._id)).status, "leased");
+    proxy.refuse = false;
+    await eventually(async () => (await client.getTask(task._id)).status === "completed");
+    assert.equal((await client.getTask(task._id)).output, "eventually");
+  } finally {
+    finish();
+    await run.stop();
+  }
+});

@@ -1,0 +1,207 @@
+"""WebSocket push mode: one subscription per :class:`Worker` (channels ``[worker.channel]``,
+capacity ``worker.concurrency``) on ``GET /api/v1/ws``.
+
+While the socket is up the server pushes leased tasks and the worker's long-poll slots are
+parked; releases and heartbeats travel over the socket. When the socket drops, the slots take
+over (long-poll REST), releases and heartbeats go over REST (leases outlive the socket), and the
+socket is reconnected with exponential backoff + jitter. A server without the WebSocket route
+(404/405, e.g. Crew itself) means long-poll for good.
+
+Graceful stop: the subscription is swapped for one on a channel no task uses (the protocol has
+no ``unsubscribe``); every task pushed before the server's answer still runs, then the socket
+closes once the running tasks are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from crew_aio.client import API, Client, error_from
+from crew_aio.worker.api import Worker
+from crew_aio.worker.backoff import Backoff, sleep_unless
+from crew_aio.worker.lease import NETWORK_ERRORS, Lease, LeaseRunner, log
+from crew_aio.worker.poll import PollSlot, guarded
+
+__all__ = ["DRAIN_CHANNEL", "PushSession"]
+
+Json = dict[str, Any]
+ACK_TIMEOUT: Final = 30.0
+SUBSCRIBE_TIMEOUT: Final = 10.0
+HEARTBEAT: Final = 20.0
+DRAIN_CHANNEL: Final = "_crew_aio_draining_"
+NO_WEBSOCKET: Final = frozenset({404, 405, 501})
+
+
+class PushSession:
+    """A Worker's socket; also the :class:`~crew_aio.worker.lease.Transport` of its leases."""
+
+    def __init__(self, worker: Worker, client: Client, worker_id: str, stop: asyncio.Event,
+                 hard_stop: asyncio.Event, give_up: asyncio.Event) -> None:  # fmt: skip
+        self.worker = worker
+        self.client = client
+        self.worker_id = worker_id
+        self.stop = stop
+        self.runner = LeaseRunner(worker, self, hard_stop, give_up)
+        self.slots: Sequence[PollSlot] = ()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.pending: dict[str, asyncio.Future[Json]] = {}
+        self.running: set[asyncio.Task[None]] = set()
+        self.backoff = Backoff(initial=0.2, cap=10.0)
+        self._refs = itertools.count(1)
+        self._drained = asyncio.Event()
+
+    # Transport: over the socket while it is up, else REST ----------------------------------
+
+    async def release(self, task_id: str, body: Mapping[str, Any]) -> Json:
+        ws = self.ws
+        if ws is None or ws.closed:
+            return await self.client.release(task_id, body)
+        return await self._call(ws, {"type": "release", "taskId": task_id, **body})
+
+    async def extend(
+        self, task_id: str, worker_id: str, lease_id: str | None, lease_seconds: float | None
+    ) -> Json:
+        ws = self.ws
+        if ws is None or ws.closed:
+            return await self.client.extend(task_id, worker_id, lease_id, lease_seconds)
+        frame: Json = {"type": "extend", "taskId": task_id, "workerId": worker_id}
+        frame |= {"leaseId": lease_id} if lease_id is not None else {}
+        frame |= {"leaseSeconds": lease_seconds} if lease_seconds is not None else {}
+        return await self._call(ws, frame)
+
+    async def _call(self, ws: aiohttp.ClientWebSocketResponse, frame: Json) -> Json:
+        ref = f"r{next(self._refs)}"
+        future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
+        self.pending[ref] = future
+        try:
+            await ws.send_str(orjson.dumps({**frame, "ref": ref}).decode())
+            answer = await asyncio.wait_for(future, ACK_TIMEOUT)
+        finally:
+            self.pending.pop(ref, None)
+        if answer.get("type") == "error":
+            raise error_from(400, answer)
+        task: Json = answer.get("task") or {}
+        return task
+
+    # the socket's life -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect until stopped; then wait for the tasks still running."""
+        try:
+            while not self.stop.is_set():
+                if not await self._connection():
+                    break  # the server has no WebSocket: long-poll only
+                self.use_poll(True)
+                if not self.stop.is_set():
+                    delay = self.backoff.next()
+                    channel = self.worker.channel
+                    log.info(f"{channel}: socket down, long-poll; reconnect in {delay:.2f}s",
+                             extra={"event": "worker.ws_down", "channel": channel})  # fmt: skip
+                    await sleep_unless(delay, self.stop)
+        finally:
+            self.use_poll(True)  # whatever happens, the long-poll slots carry on
+            await asyncio.gather(*self.running, return_exceptions=True)
+
+    async def _connection(self) -> bool:
+        """One socket from connect to close; False when the server has no WebSocket."""
+        url = self.client.url + API + "/ws"
+        try:
+            async with self.client.session.ws_connect(url, heartbeat=HEARTBEAT) as ws:
+                if await self._subscribe(ws, [self.worker.channel], "s"):
+                    self.ws = ws
+                    self.use_poll(False)
+                    self.backoff.reset()
+                    await self._serve(ws)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in NO_WEBSOCKET:
+                log.warning(f"no WebSocket at {url} ({exc.status}): long-poll only",
+                            extra={"event": "worker.ws_unsupported"})  # fmt: skip
+                return False
+            log.warning(f"socket refused: {exc}", extra={"event": "worker.ws_refused"})
+        except NETWORK_ERRORS as exc:
+            log.warning(f"socket failed: {exc!r}", extra={"event": "worker.ws_failed"})
+        except Exception:  # a frame we cannot read, or an SDK bug: reconnect, never die
+            log.exception("socket failed", extra={"event": "worker.ws_failed"})
+        finally:
+            self.ws = None
+            self._fail_pending()
+        return True
+
+    async def _subscribe(
+        self, ws: aiohttp.ClientWebSocketResponse, channels: list[str], ref: str
+    ) -> bool:
+        frame: Json = {"type": "subscribe", "ref": ref, "workerId": self.worker_id,
+                       "channels": channels, "capacity": self.worker.concurrency}  # fmt: skip
+        if self.worker.lease_seconds is not None:
+            frame["leaseSeconds"] = self.worker.lease_seconds
+        await ws.send_str(orjson.dumps(frame).decode())
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+            while True:
+                msg = await ws.receive()
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    return False
+                answer = orjson.loads(msg.data)
+                if answer.get("type") in ("subscribed", "error") and answer.get("ref") == ref:
+                    break
+        if answer["type"] == "error":
+            log.error(f"subscribe refused: {answer.get('message')}",
+                      extra={"event": "worker.ws_refused"})  # fmt: skip
+            return False
+        return True
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        log.info(f"{self.worker.channel}: socket up, tasks are pushed",
+                 extra={"event": "worker.ws_up", "channel": self.worker.channel})  # fmt: skip
+        stopper = asyncio.create_task(self._drain_on_stop(ws), name="crew_aio.ws.drain")
+        try:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    self._on_frame(orjson.loads(msg.data))
+        finally:
+            stopper.cancel()
+            await asyncio.gather(stopper, return_exceptions=True)
+
+    async def _drain_on_stop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """On stop: take no more tasks, run those pushed so far, release them, close."""
+        await self.stop.wait()
+        self._drained.clear()
+        frame = {"type": "subscribe", "ref": "drain", "workerId": self.worker_id,
+                 "channels": [DRAIN_CHANNEL], "capacity": 1}  # fmt: skip
+        await ws.send_str(orjson.dumps(frame).decode())
+        with contextlib.suppress(TimeoutError):  # no answer: close anyway, as without a drain
+            await asyncio.wait_for(self._drained.wait(), SUBSCRIBE_TIMEOUT)
+        await asyncio.gather(*self.running, return_exceptions=True)
+        await ws.close()
+
+    def _on_frame(self, frame: Any) -> None:
+        if not isinstance(frame, dict):
+            return
+        kind = frame.get("type")
+        if kind == "task" and isinstance(frame.get("task"), dict):
+            lease = Lease(frame["task"], list(frame.get("parents") or []), self.worker_id)
+            job = asyncio.create_task(guarded(self.runner, lease), name="crew_aio.ws.task")
+            self.running.add(job)
+            job.add_done_callback(self.running.discard)
+        elif kind in ("ack", "error"):
+            future = self.pending.get(str(frame.get("ref")))
+            if future is not None and not future.done():
+                future.set_result(frame)
+        elif kind == "subscribed" and frame.get("ref") == "drain":
+            self._drained.set()
+
+    def _fail_pending(self) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionResetError("socket closed"))
+        self.pending.clear()
+
+    def use_poll(self, on: bool) -> None:
+        for slot in self.slots:
+            (slot.active.set if on else slot.active.clear)()

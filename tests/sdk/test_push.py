@@ -1,0 +1,136 @@
+"""WebSocket push mode: tasks arrive over the socket; losing it falls back to long-poll + REST."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from crew_aio.app import create_app
+from crew_aio.client import Client, CrewClientError
+from crew_aio.clock import SystemClock
+from crew_aio.config import Settings
+from crew_aio.worker import Worker
+from crew_aio.ws_hub import HUB
+from tests.sdk.conftest import Running, eventually
+
+Json = dict[str, Any]
+
+
+class Gated(Worker):
+    channel = "gated"
+    concurrency = 2
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def execute(self, input: Any, parents: list[Json]) -> Any:
+        self.started.set()
+        await self.gate.wait()
+        return {"i": input}
+
+
+async def test_tasks_are_pushed_over_the_socket(
+    client: Client, server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "crew_aio.worker")
+    gid = (await client.create_group("push"))["_id"]
+    worker = Gated()
+    async with Running([worker], server_url, poll=False):
+        task = await client.add_tasks(gid, {"name": "t", "channel": "gated", "input": 1})
+        await asyncio.wait_for(worker.started.wait(), 5)
+        leased = await client.get_task(task["_id"])
+        worker.gate.set()
+        await client.wait(gid, poll=0.05, limit=5)
+    assert leased["assignedTo"].endswith("-gated-ws")
+    assert (await client.get_task(task["_id"]))["output"] == {"i": 1}
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "worker.ws_up" in events and "worker.ws_down" not in events
+
+
+async def test_a_lost_socket_falls_back_and_releases_over_rest(
+    client: Client, server_url: str, test_server: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "crew_aio.worker")
+    hub = test_server.app[HUB]
+    gid = (await client.create_group("drop"))["_id"]
+    worker = Gated()
+    async with Running([worker], server_url, poll=False, wait_seconds=0.5):
+        first = await client.add_tasks(gid, {"name": "a", "channel": "gated", "input": 1})
+        await asyncio.wait_for(worker.started.wait(), 5)
+        await hub.close_all()  # the socket the task came over is gone; its lease is not
+        worker.gate.set()
+        await client.wait(gid, poll=0.05, limit=5)
+        second = await client.add_tasks(gid, {"name": "b", "channel": "gated", "input": 2})
+        await client.wait(gid, poll=0.05, limit=5)
+
+        async def subscribed_again() -> bool:
+            return any(peer.sub is not None for peer in hub.peers)
+
+        await eventually(subscribed_again)
+    done = [await client.get_task(t["_id"]) for t in (first, second)]
+    assert [t["output"] for t in done] == [{"i": 1}, {"i": 2}]
+    assert all(t["errors"] == [] for t in done)
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert events.count("worker.ws_up") >= 2 and "worker.ws_down" in events
+
+
+async def test_stopping_takes_no_new_task(client: Client, server_url: str) -> None:
+    gid = (await client.create_group("stop"))["_id"]
+    worker = Gated()
+    running = Running([worker], server_url, poll=False)
+    task = await client.add_tasks(gid, {"name": "a", "channel": "gated", "input": 1})
+    await asyncio.wait_for(worker.started.wait(), 5)
+    running.stop.set()
+    await asyncio.sleep(0.1)
+    late = await client.add_tasks(gid, {"name": "late", "channel": "gated"})
+    worker.gate.set()
+    await asyncio.wait_for(running.task, 10)
+    assert (await client.get_task(task["_id"]))["status"] == "completed"
+    assert (await client.get_task(late["_id"]))["status"] == "ready"
+
+
+async def test_tokens_reach_rest_and_the_socket(tmp_path: Path, mode: str) -> None:
+    settings = Settings(data_dir=tmp_path / "auth", api_token="admin-t", worker_token="worker-t")
+    server = TestServer(create_app(settings, clock=SystemClock()))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        async with Client(url, token="admin-t") as admin:
+            gid = (await admin.create_group("auth"))["_id"]
+            task = await admin.add_tasks(gid, {"name": "t", "channel": "gated", "input": 5})
+            worker = Gated()
+            async with Running([worker], url, token="worker-t", poll=mode == "poll"):
+                await asyncio.wait_for(worker.started.wait(), 5)
+                leased = await admin.get_task(task["_id"])
+                worker.gate.set()
+                await admin.wait(gid, poll=0.05, limit=5)
+            done = await admin.get_task(task["_id"])
+        async with Client(url) as anonymous:
+            with pytest.raises(CrewClientError) as refused:
+                await anonymous.get_task(task["_id"])
+    finally:
+        await server.close()
+    assert done["output"] == {"i": 5}
+    assert leased["assignedTo"].endswith("-ws") is (mode == "push")
+    assert refused.value.status == 401
+
+
+async def test_a_task_outlasting_the_shutdown_timeout_is_released_as_an_error(
+    client: Client, server_url: str, mode: str
+) -> None:
+    gid = (await client.create_group("hard stop"))["_id"]
+    task = await client.add_tasks(gid, {"name": "stuck", "channel": "gated"})
+    worker = Gated()  # its gate never opens
+    running = Running([worker], server_url, poll=mode == "poll", shutdown_timeout=0.3)
+    await asyncio.wait_for(worker.started.wait(), 5)
+    running.stop.set()
+    await asyncio.wait_for(running.task, 5)
+    stuck = await client.get_task(task["_id"])
+    assert stuck["status"] == "delayed" and stuck["remainingAttempts"] == 4
+    assert stuck["errors"][0]["type"] == "WorkerShutdown"
