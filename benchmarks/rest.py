@@ -46,11 +46,31 @@ async def worker(s: aiohttp.ClientSession, url: str, name: str, left: list[int])
     return done
 
 
+async def wake(s: aiohttp.ClientSession, url: str, gid: str, rounds: int) -> list[float]:
+    """Seconds from sending a create to the answer of a long poll waiting for that task."""
+    out = []
+    for _ in range(rounds):
+        body = {"workerId": "poller", "waitSeconds": 5}
+        poll = asyncio.create_task(s.post(f"{url}/api/v1/channel/wake/acquire", json=body))
+        await asyncio.sleep(0.005)
+        sent = time.perf_counter()
+        task = {"name": "t", "channel": "wake"}
+        async with s.post(f"{url}/api/v1/task_group/{gid}/tasks", json=task) as r:
+            await r.read()
+        async with await poll as r:
+            assert (await r.json())["task"] is not None
+        out.append(time.perf_counter() - sent)
+    return sorted(out)
+
+
 async def run(url: str, batches: int, cycles: int, clients: int) -> None:
     conn = aiohttp.TCPConnector(limit=clients + 2)
     async with aiohttp.ClientSession(connector=conn) as s:
         async with s.post(f"{url}/api/v1/task_groups", json={"name": "bench"}) as r:
             gid = (await r.json())["_id"]
+        lat = await wake(s, url, gid, 200)
+        print(f"rest: long-poll wake after a create: p50 {lat[len(lat) // 2] * 1000:.2f} ms, "
+              f"p99 {lat[int(len(lat) * 0.99)] * 1000:.2f} ms (create + both commits)")  # fmt: skip
         rate = await create(s, url, batches, gid)
         print(f"rest: batch create {batches} x 1,000 tasks: {rate:,.0f} tasks/s")
         left = [min(cycles, batches * 1000)]

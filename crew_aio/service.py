@@ -18,6 +18,7 @@ from crew_aio import protocol as p
 from crew_aio.clock import Clock
 from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
+from crew_aio.engine.core import ID_MARK
 from crew_aio.errors import Invalid, TooLarge
 from crew_aio.model import (
     Task,
@@ -100,6 +101,7 @@ class Service:
                 store.delete(f"t:{tid}")
             else:
                 store.put(f"t:{tid}", task_to_record(t))
+        store.put(ID_MARK, {"last": engine.last_id})
         for gid in change.groups:
             g = engine.groups.get(gid)
             if g is None:

@@ -22,7 +22,9 @@ from crew_aio.model import (
     task_to_record,
 )
 
-__all__ = ["Engine"]
+__all__ = ["ID_MARK", "Engine"]
+
+ID_MARK = "m:ids"  # record of the highest id issued: ids of deleted tasks never come back
 
 
 class Engine(Admin):
@@ -125,6 +127,8 @@ class Engine(Admin):
                     group = group_from_record(value)
                     self.groups[group.id] = group
                     self.group_tasks.setdefault(group.id, {})
+                elif key == ID_MARK:
+                    self.observe_id(value["last"])
             except (KeyError, TypeError, ValueError, AttributeError):
                 skipped.append(key)
         return tasks, skipped

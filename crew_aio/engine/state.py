@@ -75,6 +75,11 @@ class State:
             self._seq += 1
         return f"{self._last_ms:012x}{self._seq:012x}"
 
+    @property
+    def last_id(self) -> str:
+        """The highest id issued so far (persisted, so no id repeats after a restart)."""
+        return f"{self._last_ms:012x}{self._seq:012x}"
+
     def observe_id(self, ident: str) -> None:
         """Keep new ids above one loaded from the store."""
         try:

@@ -190,3 +190,22 @@ async def test_ws_auth(make_api: ApiFactory) -> None:
     await admin.send_json({"type": "watch", "all": True, "ref": 1})
     assert (await frame(admin))["type"] == "ack"
     await admin.close()
+
+
+async def test_dead_peer_is_dropped_and_its_turn_goes_to_others(make_api: ApiFactory) -> None:
+    api = await make_api(ws_heartbeat=0.2)
+    app = api.client.app
+    assert app is not None
+    from crew_aio.ws_hub import HUB
+
+    ws = await api.client.ws_connect(WS, autoping=False)  # never answers pings
+    await ws.send_json({"type": "subscribe", "workerId": "dead", "channels": ["c"]})
+    assert (await frame(ws))["type"] == "subscribed"
+    for _ in range(50):  # heartbeat 0.2 s: the server gives up after a missed pong
+        await asyncio.sleep(0.05)
+        if not app[HUB].peers:
+            break
+    assert not app[HUB].peers
+    gid = await api.group()
+    await add(api, gid, "a")
+    assert (await api.acquire("c", worker="alive"))["task"]["name"] == "a"

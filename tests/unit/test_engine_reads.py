@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crew_aio.engine import Engine
+from crew_aio.engine import Engine, TaskSpec
 from crew_aio.errors import StaleLease
 from crew_aio.model import Status, task_to_api
 from tests.unit.conftest import (
@@ -261,3 +261,17 @@ def test_load_skips_malformed_records(engine: Engine, gid: str) -> None:
     assert sorted(skipped) == ["g:broken", "t:broken"]
     assert list(fresh.tasks) == [a.id]
     assert acquire_one(fresh).name == "a"
+
+
+def test_ids_never_repeat_after_a_restart_even_of_deleted_tasks() -> None:
+    from crew_aio.engine.core import ID_MARK
+
+    first = Engine()
+    group, _ = first.create_group("g", T0)
+    tasks, _ = first.create_tasks(group.id, [TaskSpec("a", "c"), TaskSpec("b", "c")], T0)
+    first.delete_task(tasks[1].id, T0)
+    records = [*first.records(), (ID_MARK, {"last": first.last_id})]
+    second = Engine()
+    second.load(records)
+    again, _ = second.create_tasks(group.id, [TaskSpec("c", "c")], T0)  # same millisecond
+    assert again[0].id > tasks[1].id
