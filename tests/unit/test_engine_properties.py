@@ -379,7 +379,7 @@ class EngineMachine(RuleBasedStateMachine):
             ids, _ = self.engine.delete_task(t.id, self.now)
             assert set(ids) == expected and set(self.engine.tasks) == survivors
         elif op == "update" and t.lease_id is None:  # key-mates included; see test_engine_keys
-            fields = data.draw(
+            fields: dict[str, Any] = data.draw(
                 st.sampled_from(
                     [
                         {"priority": 3},
@@ -454,6 +454,7 @@ class EngineMachine(RuleBasedStateMachine):
         for t in self.engine.tasks.values():
             if t.assigned_to is not None and t.lease_id is None:
                 assert not t.is_complete
+                assert t.key is not None, "assigned without a lease and without a key"
                 assert holders.get((t.channel, t.key)) == t.assigned_to, "orphaned key-mate"
 
     @invariant()
