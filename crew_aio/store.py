@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import logging
 import os
@@ -26,34 +25,38 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from sqlitedict import SqliteDict
 
 from crew_aio.errors import StoreUnavailable
+from crew_aio.sqlite_file import (
+    TABLE,
+    StoreCorrupt,
+    StoreLocked,
+    StoreOpenError,
+    lock,
+    open_dict,
+    read_only_uri,
+    refuse_corrupt,
+    unlock,
+)
 
-__all__ = ["MemoryStore", "SqliteStore", "Store", "StoreCorrupt", "StoreLocked", "StoreOpenError"]
+__all__ = [
+    "TABLE",
+    "MemoryStore",
+    "SqliteStore",
+    "Store",
+    "StoreCorrupt",
+    "StoreLocked",
+    "StoreOpenError",
+]
 
 log = logging.getLogger("crew_aio.store")
 
-TABLE = "crew"
 _CHUNK = 250  # rows per multi-row statement (500 bound parameters, well under SQLite's limit)
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0  # pause between retries of a failed batch nobody waits for
 _DRAIN_LIMIT = 10_000
-_CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 Batch = dict[str, bytes | None]  # key -> encoded value, or None for a delete
 T = TypeVar("T")
-
-
-class StoreOpenError(Exception):
-    """The store cannot be opened: the server must not start (not a CrewError)."""
-
-
-class StoreLocked(StoreOpenError):
-    """Another process holds the store's lock file."""
-
-
-class StoreCorrupt(StoreOpenError):
-    """The file is not a SQLite database or fails ``PRAGMA quick_check``."""
 
 
 class Store(Protocol):
@@ -284,12 +287,12 @@ class SqliteStore(_GroupCommitStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         # sqlitedict logs ~10 ERROR lines per failed statement; the store logs each failure once.
         logging.getLogger("sqlitedict").setLevel(logging.CRITICAL)
-        lock_fd = _lock(path)
+        lock_fd = lock(path)
         try:
-            _check_file(path)
-            db = _open_dict(path)
+            refuse_corrupt(path)
+            db = open_dict(path)
         except BaseException:
-            _unlock(lock_fd)
+            unlock(lock_fd)
             raise
         return cls(path, db, lock_fd, commit_timeout, on_stuck)
 
@@ -297,7 +300,7 @@ class SqliteStore(_GroupCommitStore):
         # A read-only connection of its own: streaming through sqlitedict's queue costs ~14 s
         # for 1M rows against ~2.5 s here. It reads committed data only and, in WAL mode, never
         # blocks the writer.
-        conn = sqlite3.connect(_ro_uri(self.path), uri=True, check_same_thread=False)
+        conn = sqlite3.connect(read_only_uri(self.path), uri=True, check_same_thread=False)
         try:
             cursor = conn.execute(f'SELECT key, value FROM "{TABLE}" ORDER BY rowid')
             while rows := cursor.fetchmany(1000):
@@ -317,7 +320,7 @@ class SqliteStore(_GroupCommitStore):
         finally:
             self._executor.shutdown(wait=False)
             if self._lock_fd is not None:
-                _unlock(self._lock_fd)
+                unlock(self._lock_fd)
                 self._lock_fd = None
 
     async def _query(self, sql: str) -> Any:
@@ -389,76 +392,3 @@ def _rollback(conn: Any) -> None:
     _drain(conn)
     conn.execute("ROLLBACK")  # may fail ("no transaction is active"): the drain takes that
     _drain(conn)
-
-
-def _lock(path: pathlib.Path) -> int:
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise StoreLocked(
-            f"another crew-aio is using {path} (pid {holder} holds {lock_path})"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def _unlock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-
-
-def _ro_uri(path: pathlib.Path) -> str:
-    return f"{path.resolve().as_uri()}?mode=ro"
-
-
-def _check_file(path: pathlib.Path) -> None:
-    """Refuse a file that is not a sound SQLite database; never write to it.
-
-    Read-only on purpose: closing a read-write connection checkpoints a leftover WAL into the file.
-    """
-    if not path.exists():
-        return
-    try:
-        with contextlib.closing(sqlite3.connect(_ro_uri(path), uri=True)) as conn:
-            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
-    except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _CORRUPT_CODES:
-            raise StoreOpenError(f"cannot open {path}: {exc}") from exc
-        problems = [str(exc)]
-    if problems != ["ok"]:
-        detail = "; ".join(problems).replace("\n", " ")
-        raise StoreCorrupt(
-            f"{path} is corrupt ({detail}); refusing to start: restore a backup or move it away"
-        )
-
-
-def _open_dict(path: pathlib.Path) -> Any:
-    db = SqliteDict(
-        str(path),
-        tablename=TABLE,
-        flag="c",  # never 'n' or 'w': they wipe the file
-        autocommit=False,
-        journal_mode="WAL",
-        encode=orjson.dumps,
-        decode=orjson.loads,
-        outer_stack=False,
-    )
-    try:
-        db.conn.execute("PRAGMA synchronous=FULL")  # sqlitedict sets OFF on connect
-        db.conn.execute("PRAGMA busy_timeout=1000")  # a locked file fails a commit within ~1 s
-        synchronous = db.conn.select_one("PRAGMA synchronous")
-        journal = db.conn.select_one("PRAGMA journal_mode")
-        if synchronous != (2,) or journal != ("wal",):
-            raise StoreOpenError(
-                f"{path}: need synchronous=2 (FULL) and journal_mode=wal,"
-                f" got {synchronous[0]} and {journal[0]}"
-            )
-    except BaseException:
-        db.close()
-        raise
-    return db

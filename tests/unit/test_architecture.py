@@ -20,6 +20,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "errors": {"aiohttp", "asyncio", "crew_aio"},
     "protocol": {"aiohttp", "crew_aio"},
     "store": {"aiohttp", "crew_aio.engine", "crew_aio.model", "crew_aio.service"},
+    "sqlite_file": {"aiohttp", "asyncio", "crew_aio.engine", "crew_aio.service"},
     "service": {"aiohttp", "sqlite3", "sqlitedict", "crew_aio.store", "crew_aio.http_api",
                 "crew_aio.app", "time"},
     "timers": {"aiohttp", "crew_aio.http_api", "crew_aio.app"},
