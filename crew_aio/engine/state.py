@@ -36,7 +36,8 @@ class Change:
     deleted: dict[str, str] = field(default_factory=dict)  # task id → its group id
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.groups)
+        """Anything to persist or to announce (a delayed task turning ready touches no record)."""
+        return bool(self.tasks or self.groups or self.ready_channels)
 
 
 @dataclass(slots=True)

@@ -47,6 +47,19 @@ async def test_timer_makes_delayed_task_ready(api: Api) -> None:
     assert (await api.get(f"{V1}/task/{task['_id']}"))["status"] == "ready"
 
 
+async def test_timer_wakes_a_long_poll_when_a_delayed_task_turns_ready(api: Api) -> None:
+    gid = await api.group()
+    body = {"name": "t", "channel": "c", "runAfter": "2027-01-15T08:01:00Z"}
+    await api.post(f"{V1}/task_group/{gid}/tasks", body)
+    poll = asyncio.create_task(api.acquire("c", waitSeconds=10))
+    await asyncio.sleep(0.05)
+    assert not poll.done()
+    api.clock.advance(60)
+    await settle(api)
+    got = await asyncio.wait_for(poll, 5)
+    assert got["task"]["name"] == "t"
+
+
 async def test_expired_groups_are_cleaned(make_api: ApiFactory) -> None:
     api = await make_api(clean_expired_groups=True, expired_group_interval_days=1)
     old = await api.group("old")
