@@ -66,3 +66,6 @@ class Timers:
         except StoreUnavailable as exc:
             log.warning("timer step failed", extra={"event": "timers.store", "error": str(exc)})
             await asyncio.sleep(0.5)
+        except Exception:  # a dead timer would wedge every delayed task and lease: never die
+            log.exception("timer step failed", extra={"event": "timers.error"})
+            await asyncio.sleep(0.5)

@@ -33,6 +33,7 @@ log = logging.getLogger("crew_aio.ws")
 Json = dict[str, Any]
 
 HIGH_WATER = 256 * 1024  # bytes queued in the kernel/transport before a socket counts as slow
+REOFFER_EVERY = 1.0  # seconds: an idle subscription with room stands in its queues again
 MAX_IN_FLIGHT = 1024  # frames of one socket being handled at once
 
 
@@ -68,7 +69,12 @@ class Peer:
 
     async def run_sender(self) -> None:
         while not self.closed:
-            await self.wake.wait()
+            try:
+                await asyncio.wait_for(self.wake.wait(), REOFFER_EVERY)
+            except TimeoutError:
+                if self.sub is not None and self.sub.wants() > 0:
+                    self.sub.offer()  # self-healing: a missed wake-up costs at most a second
+                continue
             self.wake.clear()
             while self.outbox:
                 await self.hub.service.store.sync()  # what the frames announce is durable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from openapi_spec_validator import validate
 
 from crew_aio.app import TIMERS
@@ -58,6 +59,32 @@ async def test_timer_wakes_a_long_poll_when_a_delayed_task_turns_ready(api: Api)
     await settle(api)
     got = await asyncio.wait_for(poll, 5)
     assert got["task"]["name"] == "t"
+
+
+async def test_timer_survives_a_failing_step(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = api.client.app
+    assert app is not None
+    service = app[TIMERS].service
+    real_tick = service.tick
+    calls: list[int] = []
+
+    async def flaky_tick() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        await real_tick()
+
+    monkeypatch.setattr(service, "tick", flaky_tick)
+    gid = await api.group()
+    body = {"name": "t", "channel": "c", "runAfter": "2027-01-15T08:01:00Z"}
+    await api.post(f"{V1}/task_group/{gid}/tasks", body)
+    poll = asyncio.create_task(api.acquire("c", waitSeconds=10))
+    await asyncio.sleep(0.05)
+    api.clock.advance(60)
+    await settle(api)
+    got = await asyncio.wait_for(poll, 5)
+    assert got["task"]["name"] == "t"
+    assert len(calls) >= 2
 
 
 async def test_expired_groups_are_cleaned(make_api: ApiFactory) -> None:

@@ -1,0 +1,1 @@
+"""Runnable examples of crew_aio; see ``examples/README.md``."""
