@@ -96,12 +96,21 @@ export async function startProxy(targetUrl) {
         upstream.destroy();
       }
       pairs.clear();
+      // connections accepted but not yet piped (no data yet) must go too, or a request sent
+      // on one of them after the drop would still reach the server
+      for (const client of accepted) client.destroy();
+      accepted.clear();
     },
   };
+  const accepted = new Set();
   const server = net.createServer((client) => {
     client.on("error", () => {});
     if (proxy.refuse) return client.destroy();
+    accepted.add(client);
+    client.on("close", () => accepted.delete(client));
     client.once("data", (first) => {
+      if (proxy.refuse) return client.destroy();
+      accepted.delete(client);
       client.pause();
       const isWs = /^upgrade:\s*websocket/im.test(first.toString("latin1"));
       if (isWs && proxy.blockWs) return client.destroy();
