@@ -234,14 +234,11 @@ class SubscribeFrame(_Frame, tag="subscribe"):
 
 
 class ReleaseFrame(_Frame, tag="release"):
+    """The fields of :class:`ReleaseBody` plus ``taskId``; ``workerId`` defaults to the
+    subscription's. The hub validates the rest of the frame as a ReleaseBody."""
+
     task_id: str
     worker_id: WorkerId | None = None
-    lease_id: str | None = None
-    output: Any = None
-    error: Any = None
-    children: list[TaskChildBody] | None = None
-    workgroup_delay_in_seconds: Seconds = 0.0
-    children_delay_in_seconds: Seconds = 0.0
 
 
 class ExtendFrame(_Frame, tag="extend"):

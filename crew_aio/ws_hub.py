@@ -15,14 +15,13 @@ import logging
 from collections import deque
 from typing import Any
 
-import msgspec
 import orjson
 from aiohttp import WSMsgType, web
 
 from crew_aio import protocol as p
 from crew_aio.engine import Change
 from crew_aio.errors import CrewError, Forbidden, Invalid
-from crew_aio.http_api import STATUS
+from crew_aio.http_api import STATUS, convert
 from crew_aio.middleware import SCOPE
 from crew_aio.model import group_to_api
 from crew_aio.service import Service
@@ -35,6 +34,9 @@ Json = dict[str, Any]
 HIGH_WATER = 256 * 1024  # bytes queued in the kernel/transport before a socket counts as slow
 REOFFER_EVERY = 1.0  # seconds: an idle subscription with room stands in its queues again
 MAX_IN_FLIGHT = 1024  # frames of one socket being handled at once
+
+
+_FRAME: Any = p.Frame  # a union of Structs: convert() is typed for one class
 
 
 class Peer:
@@ -187,16 +189,14 @@ class Hub:
         try:
             raw = orjson.loads(data)
             ref = raw.get("ref") if isinstance(raw, dict) else None
-            frame = msgspec.convert(raw, p.Frame)
-            await self._dispatch(peer, frame)
+            frame: p.Frame = convert(raw, _FRAME)
+            await self._dispatch(peer, frame, raw)
         except orjson.JSONDecodeError as exc:
             peer.error(ref, Invalid(f"frame is not valid JSON: {exc}"))
-        except msgspec.ValidationError as exc:
-            peer.error(ref, Invalid(str(exc)))
         except CrewError as exc:
             peer.error(ref, exc)
 
-    async def _dispatch(self, peer: Peer, frame: p.Frame) -> None:
+    async def _dispatch(self, peer: Peer, frame: p.Frame, raw: dict[str, Any]) -> None:
         match frame:
             case p.SubscribeFrame():
                 self._subscribe(peer, frame)
@@ -204,7 +204,7 @@ class Hub:
                 self._unsubscribe(peer)
                 peer.send({"type": "unsubscribed", "ref": frame.ref})
             case p.ReleaseFrame():
-                await self._release(peer, frame)
+                await self._release(peer, frame, raw)
             case p.ExtendFrame():
                 body = p.ExtendBody(
                     worker_id=self._worker(peer, frame.worker_id),
@@ -240,16 +240,9 @@ class Hub:
         for tid in sub.held:
             self.held_by.pop(tid, None)
 
-    async def _release(self, peer: Peer, frame: p.ReleaseFrame) -> None:
-        body = p.ReleaseBody(
-            worker_id=self._worker(peer, frame.worker_id),
-            lease_id=frame.lease_id,
-            output=frame.output,
-            error=frame.error,
-            children=frame.children,
-            workgroup_delay_in_seconds=frame.workgroup_delay_in_seconds,
-            children_delay_in_seconds=frame.children_delay_in_seconds,
-        )
+    async def _release(self, peer: Peer, frame: p.ReleaseFrame, raw: dict[str, Any]) -> None:
+        fields = {**raw, "workerId": self._worker(peer, frame.worker_id)}
+        body = convert(fields, p.ReleaseBody)  # one declaration for REST and WS
         task = await self.service.release(frame.task_id, body)
         peer.send({"type": "ack", "ref": frame.ref, "task": task})
 

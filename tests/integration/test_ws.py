@@ -154,6 +154,11 @@ async def test_malformed_frames_get_errors(api: Api) -> None:
     assert (await frame(ws))["status"] == 404
     await ws.send_json({"type": "release", "ref": 3, "taskId": "x"})
     assert (await frame(ws))["field"] == "workerId"
+    bad_child = {"type": "release", "ref": 4, "taskId": "x", "workerId": "w",
+                 "children": [{"name": 1, "channel": "c"}]}  # fmt: skip
+    await ws.send_json(bad_child)
+    err = await frame(ws)
+    assert err["ref"] == 4 and err["field"] == "children[0].name"
     await ws.send_bytes(b"\x00")
     assert (await frame(ws))["code"] == "invalid"
     await ws.send_json([1, 2])
