@@ -12,11 +12,23 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar, get_type_hints
+
+from crew_aio.config_values import (
+    LOG_LEVELS,
+    PARSERS,
+    Check,
+    Parser,
+    at_least,
+    between,
+    host,
+    known_level,
+    parse_level,
+    positive,
+)
 
 __all__ = [
     "LOG_LEVELS",
@@ -31,10 +43,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Check = Callable[[Any], str | None]
-Parser = Callable[[object], object]
-
-LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
 
 class ExitCode(enum.IntEnum):
@@ -53,106 +61,6 @@ class ConfigError(ValueError):
     def __init__(self, message: str, *, name: str | None = None) -> None:
         super().__init__(message)
         self.name = name  # the Settings field, when one is to blame
-
-
-# -- checks and parsers ---------------------------------------------------------------------
-
-
-def _between(low: float, high: float) -> Check:
-    def check(value: float) -> str | None:
-        return None if low <= value <= high else f"must be between {low:g} and {high:g}"
-
-    return check
-
-
-def _at_least(low: float) -> Check:
-    def check(value: float) -> str | None:
-        return None if value >= low else f"must be at least {low:g}"
-
-    return check
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _host(value: str) -> str | None:
-    bad = not value or any(char.isspace() for char in value)
-    return "must be an address or a host name" if bad else None
-
-
-def _known_level(value: str) -> str | None:
-    return None if value in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
-
-
-def _parse_str(raw: object) -> str:
-    if not isinstance(raw, str):
-        raise ValueError("expected a string")
-    return raw
-
-
-def _parse_int(raw: object) -> int:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    try:
-        return int(_parse_str(raw).strip(), 10)
-    except ValueError:
-        raise ValueError("expected an integer") from None
-
-
-def _parse_float(raw: object) -> float:
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        number = float(raw)
-    else:
-        try:
-            number = float(_parse_str(raw).strip())
-        except ValueError:
-            raise ValueError("expected a number") from None
-    if not math.isfinite(number):
-        raise ValueError("expected a finite number")
-    return number
-
-
-_BOOLS: Final = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-
-
-def _parse_bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    try:
-        return _BOOLS[_parse_str(raw).strip().lower()]
-    except KeyError:
-        raise ValueError("expected true/false, yes/no or 1/0") from None
-
-
-def _parse_path(raw: object) -> Path:
-    if isinstance(raw, Path):
-        return raw
-    text = _parse_str(raw)
-    if not text:
-        raise ValueError("must not be empty")
-    return Path(text)
-
-
-def _parse_token(raw: object) -> str | None:
-    text = _parse_str(raw)
-    if any(char.isspace() or not char.isprintable() for char in text):
-        raise ValueError("must not contain whitespace or control characters")
-    return text or None
-
-
-def _parse_level(raw: object) -> str:
-    return _parse_str(raw).strip().lower()
-
-
-_PARSERS: Final[Mapping[object, Parser]] = {
-    str: _parse_str,
-    int: _parse_int,
-    float: _parse_float,
-    bool: _parse_bool,
-    Path: _parse_path,
-    str | None: _parse_token,
-}
 
 
 def _setting(
@@ -178,11 +86,11 @@ class Settings:
     host: str = _setting(
         "127.0.0.1",
         "CREW_HOST",
-        check=_host,
+        check=host,
         doc="Address to listen on. A non-loopback address needs an API token.",
     )
     port: int = _setting(
-        3000, "CREW_PORT", check=_between(0, 65535), doc="TCP port (0 picks a free one)."
+        3000, "CREW_PORT", check=between(0, 65535), doc="TCP port (0 picks a free one)."
     )
     data_dir: Path = _setting(  # noqa: RUF009 (a Path is immutable; _setting returns a field)
         Path("crew-data"),
@@ -202,19 +110,19 @@ class Settings:
         60.0,
         "CREW_LEASE_SECONDS",
         "CREW_ABANDONED_TASK_INTERVAL_IN_SECONDS",
-        check=_at_least(1),
+        check=at_least(1),
         doc="Lease length in seconds when a worker asks for none.",
     )
     max_lease_seconds: float = _setting(
         3600.0,
         "CREW_MAX_LEASE_SECONDS",
-        check=_at_least(1),
+        check=at_least(1),
         doc="Longest lease a worker may ask for, in seconds.",
     )
     max_wait_seconds: float = _setting(
         60.0,
         "CREW_MAX_WAIT_SECONDS",
-        check=_positive,
+        check=positive,
         doc="Longest acquire long-poll (waitSeconds), in seconds.",
     )
     clean_expired_groups: bool = _setting(
@@ -225,44 +133,44 @@ class Settings:
     expired_group_interval_days: float = _setting(
         30.0,
         "CREW_EXPIRED_GROUP_INTERVAL_IN_DAYS",
-        check=_positive,
+        check=positive,
         doc="Idle days after which a group counts as expired.",
     )
     max_body_bytes: int = _setting(
         16 * 1024 * 1024,
         "CREW_MAX_BODY_BYTES",
-        check=_positive,
+        check=positive,
         doc="Largest request body or WebSocket message, in bytes.",
     )
     max_tasks_per_request: int = _setting(
         100_000,
         "CREW_MAX_TASKS_PER_REQUEST",
-        check=_positive,
+        check=positive,
         doc="Most tasks one request creates.",
     )
     max_parents_per_task: int = _setting(
-        10_000, "CREW_MAX_PARENTS_PER_TASK", check=_positive, doc="Most parents of one task."
+        10_000, "CREW_MAX_PARENTS_PER_TASK", check=positive, doc="Most parents of one task."
     )
     commit_timeout: float = _setting(
         10.0,
         "CREW_COMMIT_TIMEOUT",
-        check=_positive,
+        check=positive,
         doc="Seconds a store commit may take before the server stops (exit 70).",
     )
     shutdown_timeout: float = _setting(
         20.0,
         "CREW_SHUTDOWN_TIMEOUT",
-        check=_positive,
+        check=positive,
         doc="Seconds in-flight requests get to finish after SIGTERM.",
     )
     ws_heartbeat: float = _setting(
         15.0,
         "CREW_WS_HEARTBEAT",
-        check=_positive,
+        check=positive,
         doc="Seconds between WebSocket pings; a peer silent for one interval is dropped.",
     )
     log_level: str = _setting(
-        "info", "CREW_LOG_LEVEL", check=_known_level, parse=_parse_level, doc="Log level."
+        "info", "CREW_LOG_LEVEL", check=known_level, parse=parse_level, doc="Log level."
     )
     log_json: bool = _setting(False, "CREW_LOG_JSON", doc="Log JSON lines instead of plain text.")
 
@@ -339,7 +247,7 @@ def _specs() -> tuple[Spec, ...]:
     rows = []
     for f in dataclasses.fields(Settings):
         kind, meta = hints[f.name], dict(f.metadata)
-        parse = meta.pop("parse") or _PARSERS[kind]
+        parse = meta.pop("parse") or PARSERS[kind]
         rows.append(Spec(name=f.name, default=f.default, kind=kind, parse=parse, **meta))
     return tuple(rows)
 
