@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 
 from crew_aio import protocol as p
 from crew_aio.engine import Change
-from crew_aio.errors import CrewError, Forbidden, Invalid
+from crew_aio.errors import CrewError, Forbidden, Invalid, StoreUnavailable
 from crew_aio.http_api import STATUS, convert
 from crew_aio.middleware import SCOPE
 from crew_aio.model import group_to_api
@@ -79,7 +79,11 @@ class Peer:
                 continue
             self.wake.clear()
             while self.outbox:
-                await self.hub.service.store.sync()  # what the frames announce is durable
+                try:
+                    await self.hub.service.store.sync()  # what the frames announce is durable
+                except StoreUnavailable:
+                    await asyncio.sleep(0.5)  # they wait until the store can commit again
+                    continue
                 batch = list(self.outbox)
                 self.outbox.clear()
                 try:

@@ -214,3 +214,33 @@ async def test_dead_peer_is_dropped_and_its_turn_goes_to_others(make_api: ApiFac
     gid = await api.group()
     await add(api, gid, "a")
     assert (await api.acquire("c", worker="alive"))["task"]["name"] == "a"
+
+
+async def test_push_waits_for_a_failing_store_to_recover(
+    make_api: ApiFactory, tmp_path: Any, clock: Any
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from crew_aio.app import create_app
+    from crew_aio.config import Settings
+    from crew_aio.store import MemoryStore
+
+    store = MemoryStore()
+    app = create_app(Settings(data_dir=tmp_path / "unused"), store=store, clock=clock)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        api = Api(client, clock)
+        gid = await api.group()
+        ws = await subscribe(api)
+        store.fail_commits(OSError("disk full"))
+        err = await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"}, 503)
+        assert err["code"] == "store_unavailable"
+        await nothing(ws, 0.3)  # the lease is not durable: nothing is announced
+        store.fail_commits(None)
+        pushed = await frame(ws)
+        assert pushed["task"]["name"] == "t"
+        assert f"t:{pushed['task']['_id']}" in store.data  # durable before it was pushed
+        await ws.close()
+    finally:
+        await client.close()
