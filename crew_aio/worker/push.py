@@ -29,13 +29,12 @@ from crew_aio.worker.backoff import Backoff, sleep_unless
 from crew_aio.worker.lease import NETWORK_ERRORS, Lease, LeaseRunner, log
 from crew_aio.worker.poll import PollSlot, guarded
 
-__all__ = ["DRAIN_CHANNEL", "PushSession"]
+__all__ = ["PushSession"]
 
 Json = dict[str, Any]
 ACK_TIMEOUT: Final = 30.0
 SUBSCRIBE_TIMEOUT: Final = 10.0
 HEARTBEAT: Final = 20.0
-DRAIN_CHANNEL: Final = "_crew_aio_draining_"
 NO_WEBSOCKET: Final = frozenset({404, 405, 501})
 
 
@@ -172,9 +171,8 @@ class PushSession:
         """On stop: take no more tasks, run those pushed so far, release them, close."""
         await self.stop.wait()
         self._drained.clear()
-        frame = {"type": "subscribe", "ref": "drain", "workerId": self.worker_id,
-                 "channels": [DRAIN_CHANNEL], "capacity": 1}  # fmt: skip
-        await ws.send_str(orjson.dumps(frame).decode())
+        # pushes stop once the server answers; tasks pushed before that still run and release
+        await ws.send_str(orjson.dumps({"type": "unsubscribe", "ref": "drain"}).decode())
         with contextlib.suppress(TimeoutError):  # no answer: close anyway, as without a drain
             await asyncio.wait_for(self._drained.wait(), SUBSCRIBE_TIMEOUT)
         await asyncio.gather(*self.running, return_exceptions=True)
@@ -193,7 +191,7 @@ class PushSession:
             future = self.pending.get(str(frame.get("ref")))
             if future is not None and not future.done():
                 future.set_result(frame)
-        elif kind == "subscribed" and frame.get("ref") == "drain":
+        elif kind == "unsubscribed" and frame.get("ref") == "drain":
             self._drained.set()
 
     def _fail_pending(self) -> None:

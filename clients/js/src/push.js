@@ -10,7 +10,6 @@ import { backoffMs, deferred, sleep } from "./util.js";
 
 const OPEN_TIMEOUT_MS = 10_000;
 const CALL_TIMEOUT_MS = 15_000;
-const DRAIN_CHANNEL = "_crew_aio_draining_"; // no task uses it: subscribing there stops pushes
 const NO_WEBSOCKET = new Set([404, 405, 501]); // e.g. Crew itself: long-poll for good
 const PING_EVERY_MS = 20_000; // a socket silent for two pings is dead (server vanished, no FIN)
 
@@ -59,13 +58,13 @@ export class PushSession {
   }
 
   /**
-   * Graceful stop: swap the subscription for one on a channel no task uses (the protocol has no
-   * unsubscribe), run every task pushed before the answer, release them over the socket, close.
+   * Graceful stop: unsubscribe (pushes stop once the server answers), run every task pushed
+   * before the answer, release them over the socket, close.
    */
   async drain(socket) {
     const { runner } = this;
     try {
-      await socket.call("subscribe", { workerId: runner.workerId, channels: [DRAIN_CHANNEL], capacity: 1 });
+      await socket.call("unsubscribe", {});
     } catch (err) {
       this.rt.log("warn", `ws ${runner.channel} drain: ${err.message}`, { event: "worker.ws_failed" });
     }
@@ -205,7 +204,7 @@ export class Socket {
       return;
     }
     this.pending.delete(String(frame.ref));
-    if (frame.type === "ack" || frame.type === "subscribed") return waiter.resolve(frame.task ?? frame);
+    if (["ack", "subscribed", "unsubscribed"].includes(frame.type)) return waiter.resolve(frame.task ?? frame);
     const info = { status: frame.status ?? 500, code: frame.code, field: frame.field, body: frame };
     waiter.reject(new CrewError(frame.message ?? "ws error", info));
   }
