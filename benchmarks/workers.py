@@ -153,6 +153,17 @@ async def server_and_workers(
                     server.proc.wait()
 
 
+def loop_thread_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread (the server's event loop; the rest of the
+    server's CPU is sqlitedict's writer thread)."""
+    return _task_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _task_cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def server_cpu(server: ServerProcess) -> float:
     assert server.proc is not None
     return cpu_seconds(server.proc.pid)
@@ -227,9 +238,12 @@ async def throughput(n: int, procs: int, concurrency: int, poll: bool) -> None:
         rate = await precreate(client, gid, "noop", n)
         await workers.start()
         cpu0, t_start, busy0 = server_cpu(server), time.time(), busy_seconds()
+        assert server.proc is not None
+        loop0 = loop_thread_cpu(server.proc.pid)
         me0, cpu_w0 = cpu_seconds(os.getpid()), workers.cpu()
         completed = await wait_completed(client, "noop", n)
         cpu_server = server_cpu(server) - cpu0
+        cpu_loop = loop_thread_cpu(server.proc.pid) - loop0
         cpu_workers = workers.cpu() - cpu_w0
         busy = busy_seconds() - busy0
         other = busy - cpu_server - cpu_workers - (cpu_seconds(os.getpid()) - me0)
@@ -250,7 +264,9 @@ async def throughput(n: int, procs: int, concurrency: int, poll: bool) -> None:
     )
     print(f"{label}:   pre-created at {rate:,.0f} tasks/s; {executed:,} executes; server CPU "
           f"{cpu_server:.2f} s ({cpu_server / window:.0%} of one core over the {window:.2f} s "
-          f"after both workers were up); workers' CPU {cpu_workers:.2f} s; other processes "
+          f"after both workers were up; event loop {cpu_loop / n * 1e6:,.0f} us per task, "
+          f"store thread {(cpu_server - cpu_loop) / n * 1e6:,.0f} us per task); "
+          f"workers' CPU {cpu_workers:.2f} s; other processes "
           f"on the machine meanwhile {max(other, 0.0):.2f} s")  # fmt: skip
 
 

@@ -114,9 +114,13 @@ class Service:
             self.dispatcher.run(change.ready_channels)
 
     async def _done(self, change: Change, answer: T) -> T:
+        self._staged(change, answer)
+        await self.store.sync()
+        return answer
+
+    def _staged(self, change: Change, answer: T) -> T:
         if change:
             self._stage(change)
-        await self.store.sync()
         return answer
 
     def task_json(self, t: Task) -> Json:
@@ -314,6 +318,13 @@ class Service:
         return leases
 
     async def release(self, task_id: str, body: p.ReleaseBody) -> Json:
+        answer = self.release_now(task_id, body)
+        await self.store.sync()
+        return answer
+
+    def release_now(self, task_id: str, body: p.ReleaseBody) -> Json:
+        """:meth:`release` up to staging: the caller syncs the store before telling anyone (the
+        WebSocket outbox does, so a socket's releases need no task of their own each)."""
         children = [self.spec(c, i) for i, c in enumerate(body.children or ())]
         task, ch = self.engine.release(
             task_id,
@@ -326,14 +337,20 @@ class Service:
             workgroup_delay=body.workgroup_delay_in_seconds,
             children_delay=body.children_delay_in_seconds,
         )
-        return await self._done(ch, self.task_json(task))
+        return self._staged(ch, self.task_json(task))
 
     async def extend(self, task_id: str, body: p.ExtendBody) -> Json:
+        answer = self.extend_now(task_id, body)
+        await self.store.sync()
+        return answer
+
+    def extend_now(self, task_id: str, body: p.ExtendBody) -> Json:
+        """:meth:`extend` up to staging (see :meth:`release_now`)."""
         lease = self.lease_seconds(body.lease_seconds)
         task, ch = self.engine.extend(
             task_id, body.worker_id, body.lease_id, lease, self.clock.now()
         )
-        return await self._done(ch, self.task_json(task))
+        return self._staged(ch, self.task_json(task))
 
     # time --------------------------------------------------------------------------------
     async def tick(self) -> None:

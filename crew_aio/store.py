@@ -4,11 +4,14 @@ Keys are prefixed by kind (``t:<id>``, ``g:<id>``, ``m:<name>``); values are orj
 pickle. The store knows nothing of tasks.
 
 sqlitedict 2.1.0 (pinned) runs one thread with one connection: ``execute`` only queues a statement
-and an error is re-raised at the *next* call. So :class:`SqliteStore` calls it only from its own
-writer thread; ends each batch's writes with a barrier read (``SELECT 1``) so an error belongs to
-that batch and nothing after a failed statement gets committed; commits with a ``COMMIT`` statement
-and a second barrier (its ``commit()`` blocks forever on failure, upstream #108); drains and
-``ROLLBACK``s on error; and puts a watchdog on every blocking call.
+(it never waits for SQLite) and an error is re-raised at the *next* call. sqlitedict's thread is the
+store's writer: a batch is queued from the loop in one go, its statements then a barrier read
+(``SELECT 1``) whose answer goes to a :class:`_Barrier`, called on sqlitedict's thread. If no
+statement of the batch failed, the barrier queues ``COMMIT`` (its ``commit()`` blocks forever on
+failure, upstream #108) and a second barrier, which wakes the loop; so a commit costs one hand-off
+to sqlitedict's thread and one back, and nothing after a failed statement gets committed. A failed
+batch is drained and ``ROLLBACK``ed from a helper thread (blocking calls, never on the loop).
+Every wait has a watchdog.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import logging
 import os
 import pathlib
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import orjson
+from sqlitedict import _RESPONSE_NO_MORE  # pinned 2.1.0: the end-of-answer marker
 
 from crew_aio.errors import StoreUnavailable
 from crew_aio.sqlite_file import (
@@ -312,7 +317,21 @@ class SqliteStore(_GroupCommitStore):
             conn.close()
 
     async def _commit(self, batch: Batch) -> None:
-        await self._in_thread(self._write_batch, batch)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+        watchdog = loop.call_later(self._commit_timeout, self._on_stuck)
+        try:
+            try:
+                _queue_writes(self._db.conn, batch)
+                self._db.conn.execute("SELECT 1", res=_Barrier(self._db.conn, loop, done))
+            except Exception as exc:  # an error left over from an earlier statement
+                done.set_result(exc)
+            error = await asyncio.shield(done)  # sqlitedict goes on: wait for it even if cancelled
+            if error is not None:
+                await loop.run_in_executor(self._executor, _rollback, self._db.conn)
+                raise error
+        finally:
+            watchdog.cancel()
 
     async def _shutdown(self) -> None:
         try:
@@ -343,17 +362,52 @@ class SqliteStore(_GroupCommitStore):
         )
         os._exit(70)
 
-    def _write_batch(self, batch: Batch) -> None:
-        """Write every key of the batch and commit once (writer thread only)."""
-        conn = self._db.conn
-        try:
-            _queue_writes(conn, batch)
-            conn.select_one("SELECT 1")  # barrier: a failed write raises here, before COMMIT
-            conn.execute("COMMIT")
-            conn.select_one("SELECT 1")  # barrier: a failed COMMIT raises here
-        except Exception:
-            _rollback(conn)
-            raise
+
+class _Barrier:
+    """Where sqlitedict's thread answers a barrier read (``put``, called on that thread).
+
+    The first barrier follows a batch's writes: if none failed, it queues ``COMMIT`` and a second
+    barrier; the second one settles ``done`` on the loop with None, or with the error. sqlitedict
+    holds the sink by weak reference: ``_live`` keeps it until it has answered.
+    """
+
+    __slots__ = ("__weakref__", "_committing", "_conn", "_done", "_loop")
+    _live: set[_Barrier] = set()
+    _live_lock = threading.Lock()
+
+    def __init__(
+        self,
+        conn: Any,
+        loop: asyncio.AbstractEventLoop,
+        done: asyncio.Future[BaseException | None],
+        *,
+        committing: bool = False,
+    ) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._done = done
+        self._committing = committing
+        with self._live_lock:
+            self._live.add(self)
+
+    def put(self, item: object) -> None:
+        if item != _RESPONSE_NO_MORE:
+            return  # the row of ``SELECT 1``
+        with self._live_lock:
+            self._live.discard(self)
+        error: BaseException | None = self._conn.exception and self._conn.exception[1]
+        if error is None and not self._committing:
+            self._conn.execute("COMMIT")
+            self._conn.execute("SELECT 1", res=_Barrier(self._conn, self._loop, self._done,
+                                                         committing=True))  # fmt: skip
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(_settle, self._done, error)
+
+
+def _settle(done: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
+    if not done.done():
+        done.set_result(error)
 
 
 def _queue_writes(conn: Any, batch: Batch) -> None:

@@ -33,7 +33,7 @@ Json = dict[str, Any]
 
 HIGH_WATER = 256 * 1024  # bytes queued in the kernel/transport before a socket counts as slow
 REOFFER_EVERY = 1.0  # seconds: an idle subscription with room stands in its queues again
-MAX_IN_FLIGHT = 1024  # frames of one socket being handled at once
+MAX_OUTBOX = 1024  # frames waiting for a commit or the socket before its reading pauses
 
 
 _FRAME: Any = p.Frame  # a union of Structs: convert() is typed for one class
@@ -53,7 +53,7 @@ class Peer:
         self.watch_all = False
         self.watch_groups: set[str] = set()
         self.closed = False
-        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.flushed = asyncio.Event()  # set whenever the outbox was emptied
 
     def send(self, frame: Json) -> None:
         if not self.closed:
@@ -86,11 +86,13 @@ class Peer:
                     continue
                 batch = list(self.outbox)
                 self.outbox.clear()
+                self.flushed.set()
                 try:
                     for data in batch:
                         await self.ws.send_frame(data, WSMsgType.TEXT)
                 except (ConnectionError, RuntimeError):
                     self.closed = True  # the reader loop sees the close and cleans up
+                    self.flushed.set()
                     return
             # not reading: push nothing more until it drains (aiohttp has no drain event)
             while self.slow() and not self.closed:  # noqa: ASYNC110
@@ -188,19 +190,20 @@ class Hub:
                     peer.send({"type": "event", **event})
 
     # frames ------------------------------------------------------------------------------
-    async def handle(self, peer: Peer, data: str | bytes) -> None:
+    def handle(self, peer: Peer, data: str | bytes) -> None:
+        """One frame, handled at once: its answer waits in the outbox for the commit."""
         ref: object = None
         try:
             raw = orjson.loads(data)
             ref = raw.get("ref") if isinstance(raw, dict) else None
             frame: p.Frame = convert(raw, _FRAME)
-            await self._dispatch(peer, frame, raw)
+            self._dispatch(peer, frame, raw)
         except orjson.JSONDecodeError as exc:
             peer.error(ref, Invalid(f"frame is not valid JSON: {exc}"))
         except CrewError as exc:
             peer.error(ref, exc)
 
-    async def _dispatch(self, peer: Peer, frame: p.Frame, raw: dict[str, Any]) -> None:
+    def _dispatch(self, peer: Peer, frame: p.Frame, raw: dict[str, Any]) -> None:
         match frame:
             case p.SubscribeFrame():
                 self._subscribe(peer, frame)
@@ -208,14 +211,14 @@ class Hub:
                 self._unsubscribe(peer)
                 peer.send({"type": "unsubscribed", "ref": frame.ref})
             case p.ReleaseFrame():
-                await self._release(peer, frame, raw)
+                self._release(peer, frame, raw)
             case p.ExtendFrame():
                 body = p.ExtendBody(
                     worker_id=self._worker(peer, frame.worker_id),
                     lease_id=frame.lease_id,
                     lease_seconds=frame.lease_seconds,
                 )
-                task = await self.service.extend(frame.task_id, body)
+                task = self.service.extend_now(frame.task_id, body)
                 peer.send({"type": "ack", "ref": frame.ref, "task": task})
             case p.WatchFrame() | p.UnwatchFrame():
                 self._watch(peer, frame)
@@ -244,10 +247,10 @@ class Hub:
         for tid in sub.held:
             self.held_by.pop(tid, None)
 
-    async def _release(self, peer: Peer, frame: p.ReleaseFrame, raw: dict[str, Any]) -> None:
+    def _release(self, peer: Peer, frame: p.ReleaseFrame, raw: dict[str, Any]) -> None:
         fields = {**raw, "workerId": self._worker(peer, frame.worker_id)}
         body = convert(fields, p.ReleaseBody)  # one declaration for REST and WS
-        task = await self.service.release(frame.task_id, body)
+        task = self.service.release_now(frame.task_id, body)
         peer.send({"type": "ack", "ref": frame.ref, "task": task})
 
     def _watch(self, peer: Peer, frame: p.WatchFrame | p.UnwatchFrame) -> None:
@@ -268,6 +271,7 @@ class Hub:
     def disconnect(self, peer: Peer) -> None:
         peer.closed = True
         peer.wake.set()
+        peer.flushed.set()
         self._unsubscribe(peer)
         self.peers.discard(peer)
 
@@ -287,16 +291,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     peer = Peer(hub, ws, request)
     hub.peers.add(peer)
     sender = asyncio.create_task(peer.run_sender(), name="crew_aio.ws.sender")
-    handlers: set[asyncio.Task[None]] = set()
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue  # close/error frames end the iteration; nothing else carries data
-            await peer.slots.acquire()
-            task = asyncio.create_task(hub.handle(peer, msg.data))
-            handlers.add(task)
-            task.add_done_callback(handlers.discard)
-            task.add_done_callback(lambda _: peer.slots.release())
+            hub.handle(peer, msg.data)
+            while len(peer.outbox) > MAX_OUTBOX and not peer.closed:
+                peer.flushed.clear()  # answers pile up (store down, peer not reading): stop
+                await peer.flushed.wait()  # reading until they leave (TCP backpressure)
     finally:
         hub.disconnect(peer)
         sender.cancel()

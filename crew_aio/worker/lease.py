@@ -90,22 +90,22 @@ class LeaseRunner:
     async def run(self, lease: Lease) -> str:
         """Execute, heartbeat meanwhile, release; log one line; the outcome word."""
         started = time.monotonic()
-        heartbeat = asyncio.create_task(self._heartbeat(lease), name="crew_aio.heartbeat")
+        heartbeat = _Heartbeat(self, lease)
         try:
             body, result = await self._execute(lease)
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            await heartbeat.stop()
         delivered = await self.release(lease, body)
         if delivered != "released":
             result = f"{result}/{delivered}"
-        seconds = round(time.monotonic() - started, 3)
-        channel = self.worker.channel
-        log.info(
-            f"{channel} {lease.task_id} {result} in {seconds:.3f}s",
-            extra={"event": "worker.task", "channel": channel, "task_id": lease.task_id,
-                   "duration": seconds, "outcome": result},
-        )  # fmt: skip
+        if log.isEnabledFor(logging.INFO):
+            seconds = round(time.monotonic() - started, 3)
+            channel = self.worker.channel
+            log.info(
+                f"{channel} {lease.task_id} {result} in {seconds:.3f}s",
+                extra={"event": "worker.task", "channel": channel, "task_id": lease.task_id,
+                       "duration": seconds, "outcome": result},
+            )  # fmt: skip
         return result
 
     async def _execute(self, lease: Lease) -> tuple[Json, str]:
@@ -177,11 +177,15 @@ class LeaseRunner:
         left = seconds_left(lease.task, time.time())
         return left if left is not None and left > 0 else DEFAULT_LEASE
 
-    async def _heartbeat(self, lease: Lease) -> None:
-        """Extend the lease every lease/3 while execute runs; stop once the lease is gone."""
-        period = max(self.lease_length(lease) / 3, 0.05)
+    def heartbeat_period(self, lease: Lease) -> float:
+        return max(self.lease_length(lease) / 3, 0.05)
+
+    async def heartbeat(self, lease: Lease) -> None:
+        """Extend the lease now, then every lease/3 while execute runs; stop once the lease is
+        gone."""
+        period = self.heartbeat_period(lease)
         backoff = Backoff(cap=period)
-        delay = period
+        delay = 0.0
         extra = {"event": "worker.heartbeat_failed", "task_id": lease.task_id}
         while True:
             await asyncio.sleep(delay)
@@ -199,6 +203,28 @@ class LeaseRunner:
             except NETWORK_ERRORS as exc:
                 log.warning(f"heartbeat of {lease.task_id} failed: {exc!r}", extra=extra)
                 delay = backoff.next()
+
+
+class _Heartbeat:
+    """Heartbeats of one lease: a timer until the first one is due, so a short task (the usual
+    case) costs no task of its own."""
+
+    def __init__(self, runner: LeaseRunner, lease: Lease) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self._runner, self._lease = runner, lease
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(runner.heartbeat_period(lease), self._start)
+
+    def _start(self) -> None:
+        self.task = asyncio.create_task(
+            self._runner.heartbeat(self._lease), name="crew_aio.heartbeat"
+        )
+
+    async def stop(self) -> None:
+        self._timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
 
 
 def _as_error(body: Json, kind: str, message: str, field: str | None = None) -> Json:

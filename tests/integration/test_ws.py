@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from crew_aio import ws_hub
+from crew_aio.app import create_app
+from crew_aio.config import Settings
+from crew_aio.store import MemoryStore
 from tests.integration.conftest import Api, ApiFactory
 
 V1 = "/api/v1"
@@ -216,31 +224,58 @@ async def test_dead_peer_is_dropped_and_its_turn_goes_to_others(make_api: ApiFac
     assert (await api.acquire("c", worker="alive"))["task"]["name"] == "a"
 
 
-async def test_push_waits_for_a_failing_store_to_recover(
-    make_api: ApiFactory, tmp_path: Any, clock: Any
-) -> None:
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from crew_aio.app import create_app
-    from crew_aio.config import Settings
-    from crew_aio.store import MemoryStore
-
+@pytest.fixture
+async def on_memory(tmp_path: Any, clock: Any) -> AsyncIterator[tuple[Api, MemoryStore]]:
+    """A real app on a MemoryStore whose commits a test can make fail."""
     store = MemoryStore()
     app = create_app(Settings(data_dir=tmp_path / "unused"), store=store, clock=clock)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
-        api = Api(client, clock)
-        gid = await api.group()
-        ws = await subscribe(api)
-        store.fail_commits(OSError("disk full"))
-        err = await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"}, 503)
-        assert err["code"] == "store_unavailable"
-        await nothing(ws, 0.3)  # the lease is not durable: nothing is announced
-        store.fail_commits(None)
-        pushed = await frame(ws)
-        assert pushed["task"]["name"] == "t"
-        assert f"t:{pushed['task']['_id']}" in store.data  # durable before it was pushed
-        await ws.close()
+        yield Api(client, clock), store
     finally:
         await client.close()
+
+
+async def test_push_waits_for_a_failing_store_to_recover(
+    on_memory: tuple[Api, MemoryStore],
+) -> None:
+    api, store = on_memory
+    gid = await api.group()
+    ws = await subscribe(api)
+    store.fail_commits(OSError("disk full"))
+    err = await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"}, 503)
+    assert err["code"] == "store_unavailable"
+    await nothing(ws, 0.3)  # the lease is not durable: nothing is announced
+    store.fail_commits(None)
+    pushed = await frame(ws)
+    assert pushed["task"]["name"] == "t"
+    assert f"t:{pushed['task']['_id']}" in store.data  # durable before it was pushed
+    await ws.close()
+
+
+async def test_release_ack_waits_for_a_failing_store_then_arrives(
+    on_memory: tuple[Api, MemoryStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release frame is applied at once; its ack leaves only once the store has committed it,
+    and while acks pile up (the store is down) the server stops reading the socket."""
+    monkeypatch.setattr(ws_hub, "MAX_OUTBOX", 3)
+    api, store = on_memory
+    gid = await api.group()
+    ws = await subscribe(api)
+    await add(api, gid, "t")
+    task = (await frame(ws))["task"]
+    store.fail_commits(OSError("disk full"))
+    lease = {"taskId": task["_id"], "leaseId": task["leaseId"]}
+    for ref in range(10):  # heartbeats, then the release
+        await ws.send_json({"type": "extend", "ref": ref, **lease})
+    await ws.send_json({"type": "release", "ref": "done", "output": 1, **lease})
+    await nothing(ws, 0.3)  # nothing is durable: no ack
+    assert api.client.app is not None
+    (peer,) = api.client.app[ws_hub.HUB].peers
+    assert len(peer.outbox) == ws_hub.MAX_OUTBOX + 1  # reading paused at the cap
+    store.fail_commits(None)
+    refs = [(await frame(ws))["ref"] for _ in range(11)]
+    assert refs == [*range(10), "done"]
+    assert orjson.loads(store.data[f"t:{task['_id']}"])["output"] == 1  # durable
+    await ws.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from crew_aio import store as store_module
 from crew_aio.errors import StoreUnavailable
 from crew_aio.store import SqliteStore, StoreCorrupt, StoreLocked
 from tests.store.conftest import SqliteHarness
@@ -32,15 +33,15 @@ def run_child(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def slow_writes(store: SqliteStore, gate: threading.Event) -> None:
-    """Make each batch wait in the writer thread until `gate` is set (5 s at most)."""
-    write = store._write_batch
+def slow_writes(monkeypatch: pytest.MonkeyPatch, gate: threading.Event) -> None:
+    """Make every commit wait on sqlitedict's thread until `gate` is set (5 s at most)."""
+    answer = store_module._Barrier.put
 
-    def gated(batch: Any) -> None:
+    def gated(self: store_module._Barrier, item: object) -> None:
         assert gate.wait(5), "gate never opened: the event loop was blocked"
-        write(batch)
+        answer(self, item)
 
-    store._write_batch = gated  # type: ignore[method-assign]
+    monkeypatch.setattr(store_module._Barrier, "put", gated)
 
 
 async def test_wal_and_synchronous_full_after_every_open(sqlite_harness: SqliteHarness) -> None:
@@ -132,10 +133,12 @@ def test_wal_left_by_a_crash_is_recovered(sqlite_harness: SqliteHarness) -> None
     assert dict(store.load()) == {f"t:{i}": {"i": i} for i in range(100)}
 
 
-async def test_commits_never_block_the_loop(sqlite_harness: SqliteHarness) -> None:
+async def test_commits_never_block_the_loop(
+    sqlite_harness: SqliteHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = await sqlite_harness.open()
     gate = threading.Event()
-    slow_writes(store, gate)
+    slow_writes(monkeypatch, gate)
     store.put("t:1", {})
     syncing = asyncio.ensure_future(store.sync())
     longest, last = 0.0, time.monotonic()
@@ -149,7 +152,9 @@ async def test_commits_never_block_the_loop(sqlite_harness: SqliteHarness) -> No
     assert longest < 0.5
 
 
-async def test_watchdog_calls_on_stuck(sqlite_harness: SqliteHarness) -> None:
+async def test_watchdog_calls_on_stuck(
+    sqlite_harness: SqliteHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gate = threading.Event()
     stuck: list[float] = []
 
@@ -158,7 +163,7 @@ async def test_watchdog_calls_on_stuck(sqlite_harness: SqliteHarness) -> None:
         gate.set()  # let the commit finish, so the test can end
 
     store = await sqlite_harness.open(commit_timeout=0.05, on_stuck=on_stuck)
-    slow_writes(store, gate)
+    slow_writes(monkeypatch, gate)
     store.put("t:1", {})
     await store.sync()
     assert len(stuck) == 1
@@ -172,11 +177,11 @@ async def test_watchdog_calls_on_stuck(sqlite_harness: SqliteHarness) -> None:
 def test_default_watchdog_exits_70(sqlite_harness: SqliteHarness) -> None:
     child = run_child(f"""
         import asyncio, pathlib, time
-        from crew_aio.store import SqliteStore
+        from crew_aio.store import SqliteStore, _Barrier
 
         async def main():
             store = SqliteStore.open(pathlib.Path({str(sqlite_harness.path)!r}), commit_timeout=0.1)
-            store._write_batch = lambda batch: time.sleep(10)
+            _Barrier.put = lambda self, item: time.sleep(10)
             await store.start()
             store.put("t:1", {{}})
             await store.sync()
