@@ -14,14 +14,13 @@ A task whose input carries ``"children"`` returns them as continuations.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 import time
 from typing import Any
 
-from crew_aio.worker import Result, Worker, run_workers
+from crew_aio.worker import Result, Worker, run, run_workers
 from crew_aio.worker.lease import Lease, LeaseRunner
 
 RELEASED = {"count": 0, "last": 0.0}
@@ -94,7 +93,7 @@ def main() -> None:
     logger.addHandler(warn)
     count_releases()
     worker = Noop(args.channel, args.concurrency)
-    asyncio.run(run_workers([worker], args.url, poll=args.poll, shutdown_timeout=10.0))
+    run(run_workers([worker], args.url, poll=args.poll, shutdown_timeout=10.0))
     with open(args.stats, "w") as out:
         stats = {"count": worker.count, "first": worker.first, "last": worker.last,
                  "starts": worker.starts, "released": RELEASED["count"],

@@ -186,7 +186,6 @@ def worker(workers: tuple[str, ...], url: str, token: str | None, poll: bool,
     Tasks are pushed over the WebSocket by default (long-poll while it is down); --poll uses
     long-poll REST only. A second SIGTERM/SIGINT cancels the tasks still running.
     """
-    import asyncio
     import sys
 
     sys.path.insert(0, str(Path(app_dir).resolve()))
@@ -194,7 +193,6 @@ def worker(workers: tuple[str, ...], url: str, token: str | None, poll: bool,
     log.configure(log_level, False, journal_stream=journal_stream(os.environ),
                   secrets=(token,) if token else ())  # fmt: skip
     sdk = importlib.import_module("crew_aio.worker")
-    run = sdk.run_workers(
-        loaded, url=url, token=token, poll=poll, shutdown_timeout=shutdown_timeout
+    sdk.run(
+        sdk.run_workers(loaded, url=url, token=token, poll=poll, shutdown_timeout=shutdown_timeout)
     )
-    asyncio.run(run)

@@ -10,6 +10,6 @@ Imports no server code: only :mod:`crew_aio.client`, aiohttp, orjson and the std
 """
 
 from crew_aio.worker.api import RateLimited, Result, Worker
-from crew_aio.worker.runner import run_workers
+from crew_aio.worker.runner import run, run_workers
 
-__all__ = ["RateLimited", "Result", "Worker", "run_workers"]
+__all__ = ["RateLimited", "Result", "Worker", "run", "run_workers"]
