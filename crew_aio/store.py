@@ -5,11 +5,11 @@ pickle. The store knows nothing of tasks.
 
 sqlitedict 2.1.0 (pinned) runs one thread with one connection: ``execute`` only queues a statement
 (it never waits for SQLite) and an error is re-raised at the *next* call. sqlitedict's thread is the
-store's writer: a batch is queued from the loop in one go, its statements then a barrier read
-(``SELECT 1``) whose answer goes to a :class:`_Barrier`, called on sqlitedict's thread. If no
-statement of the batch failed, the barrier queues ``COMMIT`` (its ``commit()`` blocks forever on
-failure, upstream #108) and a second barrier, which wakes the loop; so a commit costs one hand-off
-to sqlitedict's thread and one back, and nothing after a failed statement gets committed. A failed
+store's writer: a batch's statements are queued from the loop in one go, the last one answering
+to a :class:`_Barrier` (called on sqlitedict's thread). If no statement of the batch failed, the
+barrier queues ``COMMIT`` (its ``commit()`` blocks forever on failure, upstream #108) answering to
+a second barrier, which wakes the loop; so a commit costs one hand-off to sqlitedict's thread and
+one back, and nothing after a failed statement gets committed. A failed
 batch is drained and ``ROLLBACK``ed from a helper thread (blocking calls, never on the loop).
 Every wait has a watchdog.
 """
@@ -322,8 +322,7 @@ class SqliteStore(_GroupCommitStore):
         watchdog = loop.call_later(self._commit_timeout, self._on_stuck)
         try:
             try:
-                _queue_writes(self._db.conn, batch)
-                self._db.conn.execute("SELECT 1", res=_Barrier(self._db.conn, loop, done))
+                _queue_writes(self._db.conn, batch, _Barrier(self._db.conn, loop, done))
             except Exception as exc:  # an error left over from an earlier statement
                 done.set_result(exc)
             error = await asyncio.shield(done)  # sqlitedict goes on: wait for it even if cancelled
@@ -364,11 +363,12 @@ class SqliteStore(_GroupCommitStore):
 
 
 class _Barrier:
-    """Where sqlitedict's thread answers a barrier read (``put``, called on that thread).
+    """Where sqlitedict's thread answers a statement (``put``, called on that thread): the
+    statement's rows, then the end marker, which it sends even when the statement failed.
 
-    The first barrier follows a batch's writes: if none failed, it queues ``COMMIT`` and a second
-    barrier; the second one settles ``done`` on the loop with None, or with the error. sqlitedict
-    holds the sink by weak reference: ``_live`` keeps it until it has answered.
+    The first barrier rides on a batch's last write: if no write failed, it queues ``COMMIT``
+    with a second barrier, which settles ``done`` on the loop with None, or with the error.
+    sqlitedict holds the sink by weak reference: ``_live`` keeps it until it has answered.
     """
 
     __slots__ = ("__weakref__", "_committing", "_conn", "_done", "_loop")
@@ -392,14 +392,13 @@ class _Barrier:
 
     def put(self, item: object) -> None:
         if item != _RESPONSE_NO_MORE:
-            return  # the row of ``SELECT 1``
+            return  # a row: writes and COMMIT have none
         with self._live_lock:
             self._live.discard(self)
         error: BaseException | None = self._conn.exception and self._conn.exception[1]
         if error is None and not self._committing:
-            self._conn.execute("COMMIT")
-            self._conn.execute("SELECT 1", res=_Barrier(self._conn, self._loop, self._done,
-                                                         committing=True))  # fmt: skip
+            barrier = _Barrier(self._conn, self._loop, self._done, committing=True)
+            self._conn.execute("COMMIT", res=barrier)
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             self._loop.call_soon_threadsafe(_settle, self._done, error)
@@ -410,15 +409,22 @@ def _settle(done: asyncio.Future[BaseException | None], error: BaseException | N
         done.set_result(error)
 
 
-def _queue_writes(conn: Any, batch: Batch) -> None:
+def _queue_writes(conn: Any, batch: Batch, barrier: _Barrier) -> None:
+    """Queue the batch's statements; sqlitedict answers the last one to ``barrier``."""
     puts = [(key, data) for key, data in batch.items() if data is not None]
     deletes = [key for key, data in batch.items() if data is None]
-    for i in range(0, len(puts), _CHUNK):
-        part = puts[i : i + _CHUNK]
-        conn.execute(_replace_sql(len(part)), [x for pair in part for x in pair])
-    for i in range(0, len(deletes), _CHUNK):
-        keys = deletes[i : i + _CHUNK]
-        conn.execute(_delete_sql(len(keys)), keys)
+    statements = [
+        (_replace_sql(len(part)), [x for pair in part for x in pair])
+        for part in (puts[i : i + _CHUNK] for i in range(0, len(puts), _CHUNK))
+    ]
+    statements += [
+        (_delete_sql(len(keys)), keys)
+        for keys in (deletes[i : i + _CHUNK] for i in range(0, len(deletes), _CHUNK))
+    ]
+    for sql, args in statements[:-1]:
+        conn.execute(sql, args)
+    sql, args = statements[-1] if statements else ("SELECT 1", [])
+    conn.execute(sql, args, res=barrier)
 
 
 @functools.lru_cache(maxsize=64)
