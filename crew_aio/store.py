@@ -413,12 +413,12 @@ def _queue_writes(conn: Any, batch: Batch, barrier: _Barrier) -> None:
     """Queue the batch's statements; sqlitedict answers the last one to ``barrier``."""
     puts = [(key, data) for key, data in batch.items() if data is not None]
     deletes = [key for key, data in batch.items() if data is None]
-    statements = [
+    statements: list[tuple[str, list[str | bytes]]] = [
         (_replace_sql(len(part)), [x for pair in part for x in pair])
         for part in (puts[i : i + _CHUNK] for i in range(0, len(puts), _CHUNK))
     ]
     statements += [
-        (_delete_sql(len(keys)), keys)
+        (_delete_sql(len(keys)), list[str | bytes](keys))
         for keys in (deletes[i : i + _CHUNK] for i in range(0, len(deletes), _CHUNK))
     ]
     for sql, args in statements[:-1]:
