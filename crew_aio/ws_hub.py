@@ -87,18 +87,29 @@ class Peer:
                 batch = list(self.outbox)
                 self.outbox.clear()
                 self.flushed.set()
-                try:
-                    for data in batch:
-                        await self.ws.send_frame(data, WSMsgType.TEXT)
-                except (ConnectionError, RuntimeError):
+                transport = self.transport
+                if self.ws.closed or transport is None or transport.is_closing():
                     self.closed = True  # the reader loop sees the close and cleans up
-                    self.flushed.set()
                     return
+                # one write for the whole flush: an ack and the next push wake the worker once
+                transport.write(b"".join(map(text_frame, batch)))
             # not reading: push nothing more until it drains (aiohttp has no drain event)
             while self.slow() and not self.closed:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             if self.sub is not None:
                 self.sub.offer()
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed, final text frame (RFC 6455 5.2), as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
 
 
 class Subscription:

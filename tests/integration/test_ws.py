@@ -279,3 +279,28 @@ async def test_release_ack_waits_for_a_failing_store_then_arrives(
     assert refs == [*range(10), "done"]
     assert orjson.loads(store.data[f"t:{task['_id']}"])["output"] == 1  # durable
     await ws.close()
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70_000])
+def test_text_frame_header_follows_rfc6455(size: int) -> None:
+    frame = ws_hub.text_frame(b"x" * size)
+    assert frame[0] == 0x81  # FIN, text; no RSV bits (not compressed)
+    if size < 126:
+        assert frame[1] == size and len(frame) == 2 + size
+    elif size < 65536:
+        assert frame[1] == 126 and int.from_bytes(frame[2:4], "big") == size
+    else:
+        assert frame[1] == 127 and int.from_bytes(frame[2:10], "big") == size
+    assert frame.endswith(b"x" * size)
+
+
+async def test_pushes_of_every_size_reach_the_worker_intact(api: Api) -> None:
+    """Frames written by the hub (one write per flush) read back whole, small to 8-byte length."""
+    gid = await api.group()
+    ws = await subscribe(api, capacity=3)
+    sizes = [10, 1_000, 100_000]
+    body = [{"name": f"t{n}", "channel": "c", "input": "y" * n} for n in sizes]
+    await api.post(f"{V1}/task_group/{gid}/tasks", body)
+    got = sorted([len((await frame(ws))["task"]["input"]) for _ in sizes])
+    assert got == sizes
+    await ws.close()
