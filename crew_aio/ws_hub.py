@@ -71,12 +71,7 @@ class Peer:
 
     async def run_sender(self) -> None:
         while not self.closed:
-            try:
-                await asyncio.wait_for(self.wake.wait(), REOFFER_EVERY)
-            except TimeoutError:
-                if self.sub is not None and self.sub.wants() > 0:
-                    self.sub.offer()  # self-healing: a missed wake-up costs at most a second
-                continue
+            await self.wake.wait()
             self.wake.clear()
             while self.outbox:
                 try:
@@ -153,6 +148,18 @@ class Hub:
         self.peers: set[Peer] = set()
         self.held_by: dict[str, Subscription] = {}
         service.listeners.append(self.on_change)
+        self._reoffer = asyncio.get_running_loop().call_later(REOFFER_EVERY, self._reoffer_all)
+
+    def _reoffer_all(self) -> None:
+        """Self-healing: every idle subscription with room stands in its queues again, so a
+        missed wake-up costs at most REOFFER_EVERY."""
+        self._reoffer = asyncio.get_running_loop().call_later(REOFFER_EVERY, self._reoffer_all)
+        try:
+            for peer in self.peers:
+                if peer.sub is not None and peer.sub.wants() > 0:
+                    peer.sub.offer()
+        except Exception:  # a bug here must not end the self-healing
+            log.exception("re-offering subscriptions failed")
 
     # changes -----------------------------------------------------------------------------
     def on_change(self, change: Change) -> None:
@@ -287,6 +294,7 @@ class Hub:
         self.peers.discard(peer)
 
     async def close_all(self) -> None:
+        self._reoffer.cancel()
         for peer in list(self.peers):
             with contextlib.suppress(Exception):
                 await peer.ws.close(code=1001, message=b"server shutting down")

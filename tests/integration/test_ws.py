@@ -304,3 +304,23 @@ async def test_pushes_of_every_size_reach_the_worker_intact(api: Api) -> None:
     got = sorted([len((await frame(ws))["task"]["input"]) for _ in sizes])
     assert got == sizes
     await ws.close()
+
+
+async def test_a_subscription_missing_from_its_queue_heals_itself(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Self-healing: were a wake-up ever missed, an idle subscription with room stands in its
+    channel's queue again within REOFFER_EVERY."""
+    assert api.client.app is not None
+    hub = api.client.app[ws_hub.HUB]
+    monkeypatch.setattr(ws_hub, "REOFFER_EVERY", 0.05)
+    hub._reoffer.cancel()
+    hub._reoffer_all()  # restart the timer at the patched period
+    gid = await api.group()
+    ws = await subscribe(api)
+    (peer,) = hub.peers
+    assert peer.sub is not None
+    hub.service.dispatcher.remove("c", peer.sub)  # the lost wake-up
+    await add(api, gid, "t")
+    assert (await frame(ws, wait=2.0))["task"]["name"] == "t"
+    await ws.close()
