@@ -72,7 +72,8 @@ class Store(Protocol):
     A committer task commits each staged batch in one transaction, in order. ``sync`` returns once
     everything staged before the call is committed (at once if nothing is staged or in flight), or
     raises StoreUnavailable if that batch failed: its writes then stay staged, under any newer
-    ones, and the next commit retries them. ``close`` commits what is staged, then closes
+    ones, and the next commit retries them; whoever waits on writes staged during the failed
+    commit gets the same error at once. ``close`` commits what is staged, then closes
     (idempotent). ``check`` writes ``m:health`` and syncs. ``pending``: keys staged or in flight.
     """
 
@@ -219,6 +220,11 @@ class _GroupCommitStore:
         except BaseException as exc:
             self._staged = {**batch, **self._staged}  # failed writes under newer ones
             done.set_result(exc)
+            # who staged during the failed commit hears of it now, not one more failure later:
+            # a failing store answers within one commit attempt; the writes stay staged
+            behind, self._staged_done = self._staged_done, None
+            if behind is not None:
+                behind.set_result(exc)
             if not isinstance(exc, Exception):
                 raise
             log.error("commit of %d keys failed, they stay staged: %s", len(batch), exc)

@@ -127,6 +127,37 @@ async def test_writes_staged_during_a_failed_commit_stay_on_top(harness: Harness
     assert contents(store) == {"t:1": {"v": "new"}}
 
 
+async def test_a_sync_behind_a_failing_commit_fails_with_it(harness: Harness) -> None:
+    """A failing store answers within one commit attempt: whoever staged while it was failing
+    hears of it when it fails, not after one more attempt of its own (its writes stay staged)."""
+    store = await harness.open()
+    await harness.break_commits(store)
+    gate = hold_commits(store)
+    store.put("t:1", {"v": 1, "blob": "x" * 20_000})  # needs new pages: SQLITE_FULL
+    first = asyncio.ensure_future(store.sync())
+    await until(lambda: store._inflight)
+    store.put("t:2", {"v": 2})
+    second = asyncio.ensure_future(store.sync())
+    attempts: list[int] = []
+    commit = store._commit
+
+    async def counting_commit(batch: dict[str, bytes | None]) -> None:
+        attempts.append(len(batch))
+        await commit(batch)
+
+    store._commit = counting_commit  # type: ignore[method-assign]
+    gate.set()
+    for waiter in (first, second):
+        with pytest.raises(StoreUnavailable):
+            await waiter
+    assert attempts == []  # the second waiter did not wait for a commit of its own
+    assert store.pending == 2
+    await harness.heal_commits(store)
+    await store.sync()
+    store = await harness.reopen(store)
+    assert contents(store) == {"t:1": {"v": 1, "blob": "x" * 20_000}, "t:2": {"v": 2}}
+
+
 async def test_many_concurrent_syncs_over_several_batches(harness: Harness) -> None:
     store = await harness.open()
     batches: list[int] = []
