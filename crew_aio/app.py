@@ -44,6 +44,7 @@ def limits_of(settings: Settings) -> Limits:
         max_wait_seconds=settings.max_wait_seconds,
         max_tasks_per_request=settings.max_tasks_per_request,
         max_parents_per_task=settings.max_parents_per_task,
+        max_children_per_release=settings.max_children_per_release,
     )
 
 

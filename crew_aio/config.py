@@ -151,6 +151,12 @@ class Settings:
     max_parents_per_task: int = _setting(
         10_000, "CREW_MAX_PARENTS_PER_TASK", check=positive, doc="Most parents of one task."
     )
+    max_children_per_release: int = _setting(
+        10_000,
+        "CREW_MAX_CHILDREN_PER_RELEASE",
+        check=positive,
+        doc="Most children one release creates (413 above).",
+    )
     commit_timeout: float = _setting(
         10.0,
         "CREW_COMMIT_TIMEOUT",

@@ -77,11 +77,24 @@ async def parse(request: web.Request, kind: type[B], *, optional: bool = False) 
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson's own limit (1024) is far above ours
+            raise Invalid(f"body nests deeper than {p.MAX_DEPTH} levels") from None
         raise Invalid(f"body is not valid JSON: {exc}") from None
     return convert(data, kind)
 
 
 def convert(data: Any, kind: type[B], prefix: str = "") -> B:
+    """Parsed JSON → validated ``kind`` (REST bodies and WS frames): nesting, then the shape."""
+    path = p.nesting_path(data)
+    if path is not None:
+        raise Invalid(
+            f"JSON nests deeper than {p.MAX_DEPTH} levels", field=_deep_field(path, prefix)
+        )
+    return validate(data, kind, prefix)
+
+
+def validate(data: Any, kind: type[B], prefix: str = "") -> B:
+    """Parsed JSON whose nesting is already checked → validated ``kind``."""
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
@@ -89,6 +102,16 @@ def convert(data: Any, kind: type[B], prefix: str = "") -> B:
         m = _AT.search(text)
         field = (prefix + m.group(1)).lstrip(".") if m else (prefix or None)
         raise Invalid(_AT.sub("", text), field=field or None) from None
+
+
+def _deep_field(path: list[str | int], prefix: str) -> str | None:
+    """The too-deep value's field: its path up to the last object key of its first 3 steps
+    (``input``, ``children[0].input``, ``[3].output``), not all 100 steps."""
+    head = path[:3]
+    keys = [i for i, step in enumerate(head) if isinstance(step, str)]
+    steps = head[: keys[-1] + 1] if keys else head[:1]
+    text = "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps)
+    return (prefix + text).lstrip(".") or None
 
 
 def page(request: web.Request, default_limit: int | None) -> tuple[int | None, int]:
@@ -100,8 +123,8 @@ def page(request: web.Request, default_limit: int | None) -> tuple[int | None, i
             value = int(text)
         except ValueError:
             raise Invalid(f"{name} must be a whole number", field=name) from None
-        if value < 0:
-            raise Invalid(f"{name} must be >= 0", field=name)
+        if not 0 <= value <= p.MAX_PAGE:
+            raise Invalid(f"{name} must be between 0 and {p.MAX_PAGE}", field=name)
         return value
 
     return number("limit", default_limit), number("skip", 0) or 0
@@ -152,9 +175,9 @@ async def create_tasks(request: web.Request) -> web.Response:
     data = await parse(request, object)
     gid = request.match_info["id"]
     if isinstance(data, list):
-        bodies = convert(data, list[p.TaskChildBody])
+        bodies = validate(data, list[p.TaskChildBody])
         return json_response(await svc(request).create_tasks(gid, bodies))
-    body = convert(data, p.TaskChildBody)
+    body = validate(data, p.TaskChildBody)
     return json_response((await svc(request).create_tasks(gid, [body]))[0])
 
 

@@ -38,7 +38,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _CODES.get(exc.status, "error")
-        return error_response(exc.status, code, exc.reason or code)
+        # a 413's text names the limit ("Maximum request body size N exceeded, ...")
+        message = exc.text if exc.status == 413 and exc.text else exc.reason
+        return error_response(exc.status, code, message or code)
     except Exception:
         log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
         return error_response(500, "internal", "internal server error")

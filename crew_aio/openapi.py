@@ -86,6 +86,9 @@ def _responses(r: Route, schema_of: dict[int, Any]) -> dict[str, Any]:
     return out
 
 
+_PAGE = {"type": "integer", "minimum": 0, "maximum": p.MAX_PAGE}
+
+
 def _param(name: str, where: str, *, integer: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer", "minimum": 0} if integer else {"type": "string"}
+    schema: dict[str, Any] = _PAGE if integer else {"type": "string"}
     return {"name": name, "in": where, "required": where == "path", "schema": schema}

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_PAGE",
     "AcquireBody",
     "CreateGroupBody",
     "CreateTaskBody",
@@ -29,13 +31,23 @@ __all__ = [
     "UpdateGroupBody",
     "UpdateTaskBody",
     "WatchFrame",
+    "nesting_path",
     "to_epoch",
 ]
+
+MAX_DEPTH = 100
+"""Deepest nesting of arrays and objects in a request body or WebSocket frame (a top-level object
+is level 1): ``input``, ``output`` and ``error`` nest a few levels less. MongoDB, Crew's store,
+has the same limit; responses wrap payloads a few levels deeper and still encode."""
+
+MAX_PAGE = 2**31 - 1  # largest ``limit`` and ``skip`` of a listing
 
 Name = Annotated[str, Meta(min_length=1, max_length=1024)]
 Channel = Annotated[str, Meta(min_length=1, max_length=256)]
 Key = Annotated[str, Meta(max_length=1024)]
 WorkerId = Annotated[str, Meta(min_length=1, max_length=256)]
+Id = Annotated[str, Meta(max_length=64)]  # task, group and lease ids (ours are 24 characters)
+Ref = Annotated[str, Meta(max_length=256)] | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Attempts = Annotated[int, Meta(ge=0, le=1_000_000)]
 Priority = Annotated[int, Meta(ge=-(2**53), le=2**53)]
 Seconds = Annotated[float, Meta(ge=0, le=10 * 365 * 86400)]
@@ -71,7 +83,7 @@ class CreateTaskBody(_Body):
     error_delay_in_seconds: Seconds = 30.0
     input: Any = None
     is_paused: bool = False
-    parent_ids: list[Annotated[str, Meta(max_length=64)]] = []
+    parent_ids: list[Id] = []
 
 
 class TaskChildBody(CreateTaskBody):
@@ -103,7 +115,7 @@ class AcquireBody(_Body):
 
 class ReleaseBody(_Body):
     worker_id: WorkerId
-    lease_id: str | None = None
+    lease_id: Id | None = None
     output: Any = None
     error: Any = None
     children: list[TaskChildBody] | None = None
@@ -113,12 +125,55 @@ class ReleaseBody(_Body):
 
 class ExtendBody(_Body):
     worker_id: WorkerId
-    lease_id: str | None = None
+    lease_id: Id | None = None
     lease_seconds: Annotated[float, Meta(gt=0)] | None = None
 
 
 class RetryBody(_Body):
     remaining_attempts: Attempts = 2
+
+
+def nesting_path(value: Any, limit: int = MAX_DEPTH) -> list[str | int] | None:
+    """The path to the first array/object nested deeper than ``limit`` levels, or None.
+
+    Iterative (a 10,000-deep value neither recurses nor raises); a fast level-by-level pass
+    answers the common case, a second pass finds the path only when there is one.
+    """
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return _first_deep_path(value, limit)
+        level = [c for v in level for c in _values(v) if type(c) is dict or type(c) is list]
+    return None
+
+
+def _values(container: Any) -> Any:
+    return container.values() if type(container) is dict else container
+
+
+def _items(container: Any) -> Any:
+    return container.items() if type(container) is dict else enumerate(container)
+
+
+def _first_deep_path(value: Any, limit: int) -> list[str | int]:
+    """Depth-first with a stack of iterators: the path is the keys of the open containers."""
+    path: list[str | int] = []
+    stack = [iter(_items(value))]
+    while stack:
+        for key, child in stack[-1]:
+            if type(child) is dict or type(child) is list:
+                if len(stack) >= limit:
+                    return [*path, key]
+                path.append(key)
+                stack.append(iter(_items(child)))
+                break
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    raise AssertionError("no path deeper than the limit")  # pragma: no cover
 
 
 def to_epoch(value: datetime | float | None) -> float | None:
@@ -223,7 +278,7 @@ class ErrorOut(Struct):
 class _Frame(Struct, rename="camel", kw_only=True, tag_field="type"):
     """``ref`` is echoed in the ack/error answering the frame."""
 
-    ref: str | int | None = None
+    ref: Ref | None = None
 
 
 class SubscribeFrame(_Frame, tag="subscribe"):
@@ -237,14 +292,14 @@ class ReleaseFrame(_Frame, tag="release"):
     """The fields of :class:`ReleaseBody` plus ``taskId``; ``workerId`` defaults to the
     subscription's. The hub validates the rest of the frame as a ReleaseBody."""
 
-    task_id: str
+    task_id: Id
     worker_id: WorkerId | None = None
 
 
 class ExtendFrame(_Frame, tag="extend"):
-    task_id: str
+    task_id: Id
     worker_id: WorkerId | None = None
-    lease_id: str | None = None
+    lease_id: Id | None = None
     lease_seconds: Annotated[float, Meta(gt=0)] | None = None
 
 
@@ -253,12 +308,12 @@ class UnsubscribeFrame(_Frame, tag="unsubscribe"):
 
 
 class WatchFrame(_Frame, tag="watch"):
-    task_group_id: str | None = None
+    task_group_id: Id | None = None
     all: bool = False
 
 
 class UnwatchFrame(_Frame, tag="unwatch"):
-    task_group_id: str | None = None
+    task_group_id: Id | None = None
     all: bool = False
 
 

@@ -50,6 +50,7 @@ class Limits:
     max_wait_seconds: float = 60.0
     max_tasks_per_request: int = 100_000
     max_parents_per_task: int = 10_000
+    max_children_per_release: int = 10_000
 
 
 class _Poll:
@@ -325,6 +326,9 @@ class Service:
     def release_now(self, task_id: str, body: p.ReleaseBody) -> Json:
         """:meth:`release` up to staging: the caller syncs the store before telling anyone (the
         WebSocket outbox does, so a socket's releases need no task of their own each)."""
+        if len(body.children or ()) > self.limits.max_children_per_release:
+            limit = self.limits.max_children_per_release
+            raise TooLarge(f"at most {limit} children per release", field="children")
         children = [self.spec(c, i) for i, c in enumerate(body.children or ())]
         task, ch = self.engine.release(
             task_id,

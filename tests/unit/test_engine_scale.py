@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from crew_aio.engine import Engine, TaskSpec
+from crew_aio.errors import Invalid
 from crew_aio.model import Status
 from tests.unit.conftest import T0, new_group
 
@@ -84,3 +85,16 @@ def test_fan_out_of_10k_children_with_one_join() -> None:
     assert j is joined
     ids, _ = engine.delete_task(root.id, T0 + 3)
     assert len(ids) == FAN + 2 and engine.tasks == {}
+
+
+def test_cycle_through_100k_entries_is_found_and_creates_nothing() -> None:
+    engine = Engine()
+    gid = new_group(engine)
+    specs = _chain(N)
+    specs[0] = TaskSpec("n0", "c", child_id="n0", pseudo_parents=(f"n{N - 1}",))  # close the ring
+    with pytest.raises(Invalid, match="cycle") as info:
+        engine.create_tasks(gid, specs, T0)
+    assert info.value.field == "[0]._parent_ids"
+    assert engine.tasks == {} and engine.group_task_list(gid, None, 0) == []
+    tasks, _ = engine.create_tasks(gid, _chain(N)[:3], T0)  # the engine is still usable
+    assert [t.pending_parents for t in tasks] == [0, 1, 1]
