@@ -66,6 +66,7 @@ def crew_error_response(exc: CrewError) -> web.Response:
     return error_response(STATUS.get(exc.code, 400), exc.code, exc.message, exc.field)
 
 
+_NAMED = re.compile(r"^`(\w+)` ")
 _AT = re.compile(r" - at `\$(.*)`$")
 
 
@@ -101,7 +102,12 @@ def validate(data: Any, kind: type[B], prefix: str = "") -> B:
         text = str(exc)
         m = _AT.search(text)
         field = (prefix + m.group(1)).lstrip(".") if m else (prefix or None)
-        raise Invalid(_AT.sub("", text), field=field or None) from None
+        named = _NAMED.match(text)  # a check of a whole Struct names its field: `runAfter` ...
+        if named:
+            field = f"{field}.{named.group(1)}" if field else named.group(1)
+        raise Invalid(
+            _AT.sub("", text).replace("`", "", 2 if named else 0), field=field or None
+        ) from None
 
 
 def _deep_field(path: list[str | int], prefix: str) -> str | None:

@@ -52,8 +52,10 @@ Attempts = Annotated[int, Meta(ge=0, le=1_000_000)]
 Priority = Annotated[int, Meta(ge=-(2**53), le=2**53)]
 Seconds = Annotated[float, Meta(ge=0, le=10 * 365 * 86400)]
 Weight = Annotated[float, Meta(ge=0, le=1e12)]
-# ISO-8601 string or epoch milliseconds
-When = datetime | Annotated[float, Meta(ge=0, le=1e15)]
+# ISO-8601 string or epoch milliseconds, rendered back as ISO-8601: years 0001 .. 9999 (UTC)
+MIN_TIME = -62_135_596_800.0  # 0001-01-01T00:00:00Z, epoch seconds
+MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+When = datetime | Annotated[float, Meta(ge=0, le=MAX_TIME * 1000)]
 
 
 class _Body(Struct, rename="camel", kw_only=True):
@@ -85,6 +87,9 @@ class CreateTaskBody(_Body):
     is_paused: bool = False
     parent_ids: list[Id] = []
 
+    def __post_init__(self) -> None:
+        _check_time("runAfter", self.run_after)
+
 
 class TaskChildBody(CreateTaskBody):
     child_id: Key | None = field(default=None, name="_child_id")
@@ -104,6 +109,10 @@ class UpdateTaskBody(_Body):
     is_paused: bool | UnsetType = UNSET
     error_delay_in_seconds: Seconds | UnsetType = UNSET
     input: Any | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run_after, UnsetType):
+            _check_time("runAfter", self.run_after)
 
 
 class AcquireBody(_Body):
@@ -174,6 +183,14 @@ def _first_deep_path(value: Any, limit: int) -> list[str | int]:
             if path:
                 path.pop()
     raise AssertionError("no path deeper than the limit")  # pragma: no cover
+
+
+def _check_time(name: str, value: datetime | float | None) -> None:
+    """A time must render back as ISO-8601 (msgspec turns the ValueError into a 400 whose
+    message starts with the field's name in backticks)."""
+    seconds = to_epoch(value)
+    if seconds is not None and not MIN_TIME <= seconds <= MAX_TIME:
+        raise ValueError(f"`{name}` must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
 
 
 def to_epoch(value: datetime | float | None) -> float | None:

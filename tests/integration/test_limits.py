@@ -220,3 +220,24 @@ async def test_long_chain_in_one_request_and_a_cycle_through_it(api: Api) -> Non
     assert status == 200 and len(created) == n
     assert created[-1]["parentIds"] == [created[-2]["_id"]]
     assert (await api.get(f"{V1}/task_group/{gid}"))["counts"]["waiting"] == n - 1
+
+
+@pytest.mark.parametrize(
+    "run_after",
+    [1e15, 253_402_300_800_000, "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"],
+)
+async def test_times_that_cannot_be_rendered_are_400(api: Api, run_after: object) -> None:
+    """Past year 9999 (or before year 1) a time cannot be written back as ISO-8601: it was a
+    500 on create and on every later listing of the group."""
+    gid = await api.group()
+    path = f"{V1}/task_group/{gid}/tasks"
+    err = await api.post(path, {"name": "t", "channel": "c", "runAfter": run_after}, status=400)
+    assert err["field"] == "runAfter"
+    entries = [{"name": "a", "channel": "c"}, {"name": "t", "channel": "c", "runAfter": run_after}]
+    err = await api.post(path, entries, status=400)
+    assert err["field"] == "[1].runAfter"
+    task = await api.post(path, {"name": "t", "channel": "c", "runAfter": "9999-12-31T23:59:59Z"})
+    err = await api.put(f"{V1}/task/{task['_id']}", {"runAfter": run_after}, status=400)
+    assert err["field"] == "runAfter"
+    listed = await api.get(path)
+    assert [t["runAfter"] for t in listed] == ["9999-12-31T23:59:59.000Z"]
