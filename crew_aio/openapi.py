@@ -25,7 +25,10 @@ _DESCRIPTION = (
     "strings; time inputs also accept epoch milliseconds. Every 2xx is sent only after the "
     "change it reports is committed. Unknown body fields are ignored (Crew clients send extras). "
     "Auth: `Authorization: Bearer <token>` once CREW_API_TOKEN is set; worker tokens may only "
-    "acquire, extend and release."
+    "acquire, extend and release. Limits (a 4xx naming the field, nothing written): a body nests "
+    f"at most {p.MAX_DEPTH} levels of arrays/objects; string lengths, list sizes and numbers as "
+    "in the schemas; the body size, tasks per request, children per release and parents per task "
+    "as configured (CREW_MAX_*)."
 )
 
 

@@ -241,3 +241,24 @@ async def test_times_that_cannot_be_rendered_are_400(api: Api, run_after: object
     assert err["field"] == "runAfter"
     listed = await api.get(path)
     assert [t["runAfter"] for t in listed] == ["9999-12-31T23:59:59.000Z"]
+
+
+async def test_tasks_per_request_and_parents_per_task_limits(make_api: ApiFactory) -> None:
+    api = await make_api(max_tasks_per_request=3, max_parents_per_task=2)
+    gid = await api.group()
+    path = f"{V1}/task_group/{gid}/tasks"
+    err = await api.post(path, [{"name": f"t{i}", "channel": "c"} for i in range(4)], status=413)
+    assert err["code"] == "too_large" and "3 tasks" in err["message"]
+    roots = await api.post(path, [{"_child_id": str(i), "name": "r", "channel": "c"}
+                                  for i in range(3)])  # fmt: skip
+    ids = [t["_id"] for t in roots]
+    err = await api.post(path, {"name": "j", "channel": "c", "parentIds": ids}, status=400)
+    assert err["field"] == "[0].parentIds" and "2 parents" in err["message"]
+    join = {"name": "j", "channel": "c", "_parent_ids": ["a", "b", "c"]}
+    batch = [{"_child_id": x, "name": x, "channel": "c"} for x in "ab"] + [join]
+    err = await api.post(path, batch, status=400)
+    assert err["field"] == "[2].parentIds"
+    lease = await api.acquire("c")
+    err = await api.release(lease["task"]["_id"], children=[join], status=400)
+    assert "2 parents" in err["message"]
+    assert len(await api.get(path)) == 3  # only the roots
