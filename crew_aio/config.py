@@ -154,8 +154,8 @@ class Settings:
     max_children_per_release: int = _setting(
         10_000,
         "CREW_MAX_CHILDREN_PER_RELEASE",
-        check=positive,
-        doc="Most children one release creates (413 above).",
+        check=between(1, 100_000),  # the protocol's own ceiling (protocol.MAX_CHILDREN)
+        doc="Most children one release creates (413 above; at most 100000).",
     )
     commit_timeout: float = _setting(
         10.0,

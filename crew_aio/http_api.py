@@ -72,16 +72,20 @@ _AT = re.compile(r" - at `\$(.*)`$")
 
 async def parse(request: web.Request, kind: type[B], *, optional: bool = False) -> B:
     """Body → validated ``kind``; a 400 names the field that is wrong."""
+    return convert(await read_json(request, optional=optional), kind)
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    """Body → parsed JSON, not yet checked (``convert`` checks its nesting and shape)."""
     raw = await request.read()
     if not raw.strip() and optional:
         raw = b"{}"
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc):  # orjson's own limit (1024) is far above ours
             raise Invalid(f"body nests deeper than {p.MAX_DEPTH} levels") from None
         raise Invalid(f"body is not valid JSON: {exc}") from None
-    return convert(data, kind)
 
 
 def convert(data: Any, kind: type[B], prefix: str = "") -> B:
@@ -178,12 +182,13 @@ async def group_tasks(request: web.Request) -> web.Response:
 
 
 async def create_tasks(request: web.Request) -> web.Response:
-    data = await parse(request, object)
+    data = await read_json(request)
     gid = request.match_info["id"]
     if isinstance(data, list):
-        bodies = validate(data, list[p.TaskChildBody])
+        svc(request).check_batch(len(data))  # before checking (and building) every entry
+        bodies = convert(data, list[p.TaskChildBody])
         return json_response(await svc(request).create_tasks(gid, bodies))
-    body = validate(data, p.TaskChildBody)
+    body = convert(data, p.TaskChildBody)
     return json_response((await svc(request).create_tasks(gid, [body]))[0])
 
 
@@ -248,7 +253,10 @@ async def acquire(request: web.Request) -> web.Response:
 
 
 async def release(request: web.Request) -> web.Response:
-    body = await parse(request, p.ReleaseBody)
+    data = await read_json(request)
+    if isinstance(data, dict) and isinstance(data.get("children"), list):
+        svc(request).check_children(len(data["children"]))  # before checking every child
+    body = convert(data, p.ReleaseBody)
     return json_response(await svc(request).release(request.match_info["id"], body))
 
 

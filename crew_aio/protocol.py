@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 __all__ = [
+    "MAX_CHILDREN",
     "MAX_DEPTH",
     "MAX_PAGE",
     "AcquireBody",
@@ -40,6 +41,7 @@ MAX_DEPTH = 100
 is level 1): ``input``, ``output`` and ``error`` nest a few levels less. MongoDB, Crew's store,
 has the same limit; responses wrap payloads a few levels deeper and still encode."""
 
+MAX_CHILDREN = 100_000  # children of one release; CREW_MAX_CHILDREN_PER_RELEASE may lower it
 MAX_PAGE = 2**31 - 1  # largest ``limit`` and ``skip`` of a listing
 
 Name = Annotated[str, Meta(min_length=1, max_length=1024)]
@@ -127,7 +129,8 @@ class ReleaseBody(_Body):
     lease_id: Id | None = None
     output: Any = None
     error: Any = None
-    children: list[TaskChildBody] | None = None
+    # msgspec checks the length before converting any entry: a huge list costs no Structs
+    children: Annotated[list[TaskChildBody], Meta(max_length=MAX_CHILDREN)] | None = None
     workgroup_delay_in_seconds: Seconds = 0.0
     children_delay_in_seconds: Seconds = 0.0
 

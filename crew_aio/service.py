@@ -180,9 +180,17 @@ class Service:
         tasks = self.engine.group_task_list(group_id, limit, skip)
         return await self._done(Change(), [self.task_json(t) for t in tasks])
 
-    async def create_tasks(self, group_id: str, bodies: Sequence[p.CreateTaskBody]) -> list[Json]:
-        if len(bodies) > self.limits.max_tasks_per_request:
+    def check_batch(self, count: int) -> None:
+        if count > self.limits.max_tasks_per_request:
             raise TooLarge(f"at most {self.limits.max_tasks_per_request} tasks per request")
+
+    def check_children(self, count: int) -> None:
+        if count > self.limits.max_children_per_release:
+            limit = self.limits.max_children_per_release
+            raise TooLarge(f"at most {limit} children per release", field="children")
+
+    async def create_tasks(self, group_id: str, bodies: Sequence[p.CreateTaskBody]) -> list[Json]:
+        self.check_batch(len(bodies))
         specs = [self.spec(b, i) for i, b in enumerate(bodies)]
         tasks, ch = self.engine.create_tasks(group_id, specs, self.clock.now())
         return await self._done(ch, [self.task_json(t) for t in tasks])
@@ -326,9 +334,7 @@ class Service:
     def release_now(self, task_id: str, body: p.ReleaseBody) -> Json:
         """:meth:`release` up to staging: the caller syncs the store before telling anyone (the
         WebSocket outbox does, so a socket's releases need no task of their own each)."""
-        if len(body.children or ()) > self.limits.max_children_per_release:
-            limit = self.limits.max_children_per_release
-            raise TooLarge(f"at most {limit} children per release", field="children")
+        self.check_children(len(body.children or ()))
         children = [self.spec(c, i) for i, c in enumerate(body.children or ())]
         task, ch = self.engine.release(
             task_id,

@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from crew_aio.protocol import MAX_DEPTH
+from crew_aio.protocol import MAX_CHILDREN, MAX_DEPTH
 from tests.integration.conftest import Api, ApiFactory
 
 V1 = "/api/v1"
@@ -153,6 +153,23 @@ async def test_release_with_a_million_children_is_413(api: Api) -> None:
     body = b'{"workerId": "w1", "children": [' + children + b"]}"
     status, err = await post_raw(api, f"{V1}/task/{task['_id']}/release", body)
     assert status == 413 and err["code"] == "too_large"
+    assert (await api.get(f"{V1}/task/{task['_id']}"))["status"] == "leased"
+
+
+async def test_a_long_children_list_is_refused_before_it_is_built(api: Api) -> None:
+    """Within the body limit, but far over the children limit: REST counts the raw list, the WS
+    frame hits the protocol's ceiling (MAX_CHILDREN) before msgspec builds any child."""
+    _, task = await leased_task(api)
+    many = b",".join([b'{"name": "a", "channel": "c"}'] * (MAX_CHILDREN + 1))
+    body = b'{"workerId": "w1", "children": [' + many + b"]}"
+    status, err = await post_raw(api, f"{V1}/task/{task['_id']}/release", body)
+    assert status == 413 and err["field"] == "children" and "10000 children" in err["message"]
+    ws = await api.client.ws_connect(WS)
+    frame_head = b'{"type": "release", "ref": 1, "taskId": "' + task["_id"].encode() + b'", '
+    await ws.send_bytes(frame_head + body[1:])
+    err = await frame(ws)
+    assert err["status"] == 400 and err["field"] == "children" and "100000" in err["message"]
+    await ws.close()
     assert (await api.get(f"{V1}/task/{task['_id']}"))["status"] == "leased"
 
 

@@ -155,6 +155,7 @@ def test_log_level_is_case_insensitive() -> None:
         ("CREW_MAX_PARENTS_PER_TASK", "0"),
         ("CREW_MAX_CHILDREN_PER_RELEASE", "0"),
         ("CREW_MAX_CHILDREN_PER_RELEASE", "ten"),
+        ("CREW_MAX_CHILDREN_PER_RELEASE", "100001"),
         ("CREW_LEASE_SECONDS", "soon"),
         ("CREW_LEASE_SECONDS", "0.5"),
         ("CREW_ABANDONED_TASK_INTERVAL_IN_SECONDS", "nan"),
