@@ -22,6 +22,7 @@ __all__ = [
     "Conflict",
     "CrewError",
     "Forbidden",
+    "Internal",
     "Invalid",
     "NotFound",
     "StaleLease",
@@ -78,3 +79,9 @@ class Forbidden(CrewError):
 
 class StoreUnavailable(CrewError):
     code = "store_unavailable"
+
+
+class Internal(CrewError):
+    """A bug on the server's side (logged where it happened); answered 500."""
+
+    code = "internal"

@@ -45,6 +45,7 @@ STATUS = {
     "stale_lease": 409,
     "too_large": 413,
     "store_unavailable": 503,
+    "internal": 500,
 }
 
 B = TypeVar("B")
@@ -80,12 +81,17 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     raw = await request.read()
     if not raw.strip() and optional:
         raw = b"{}"
+    return loads(raw, "body")
+
+
+def loads(raw: str | bytes, what: str) -> Any:
+    """JSON text → parsed JSON, or Invalid naming ``what`` (a body, a frame) and the problem."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc):  # orjson's own limit (1024) is far above ours
-            raise Invalid(f"body nests deeper than {p.MAX_DEPTH} levels") from None
-        raise Invalid(f"body is not valid JSON: {exc}") from None
+            raise Invalid(f"{what} nests deeper than {p.MAX_DEPTH} levels") from None
+        raise Invalid(f"{what} is not valid JSON: {exc}") from None
 
 
 def convert(data: Any, kind: type[B], prefix: str = "") -> B:

@@ -20,8 +20,8 @@ from aiohttp import WSMsgType, web
 
 from crew_aio import protocol as p
 from crew_aio.engine import Change
-from crew_aio.errors import CrewError, Forbidden, Invalid, StoreUnavailable
-from crew_aio.http_api import STATUS, convert
+from crew_aio.errors import CrewError, Forbidden, Internal, Invalid, StoreUnavailable
+from crew_aio.http_api import STATUS, convert, loads
 from crew_aio.middleware import SCOPE
 from crew_aio.model import group_to_api
 from crew_aio.service import Service
@@ -212,14 +212,15 @@ class Hub:
         """One frame, handled at once: its answer waits in the outbox for the commit."""
         ref: object = None
         try:
-            raw = orjson.loads(data)
+            raw = loads(data, "frame")
             ref = raw.get("ref") if isinstance(raw, dict) else None
             frame: p.Frame = convert(raw, _FRAME)
             self._dispatch(peer, frame, raw)
-        except orjson.JSONDecodeError as exc:
-            peer.error(ref, Invalid(f"frame is not valid JSON: {exc}"))
         except CrewError as exc:
             peer.error(ref, exc)
+        except Exception:  # a bug: answer it and keep the socket (and its worker) going
+            log.exception("handling a frame failed", extra={"event": "ws.frame_failed"})
+            peer.error(ref, Internal("the server failed to handle this frame"))
 
     def _dispatch(self, peer: Peer, frame: p.Frame, raw: dict[str, Any]) -> None:
         match frame:

@@ -96,7 +96,11 @@ async def test_ws_deep_frames_get_an_error_frame_and_change_nothing(api: Api) ->
     ws = await api.client.ws_connect(WS)
     await ws.send_str('{"type": "watch", "all": true, "x": ' + "[" * 10_000 + "]" * 10_000 + "}")
     err = await frame(ws)
-    assert err["type"] == "error" and err["status"] == 400 and "depth" in err["message"]
+    assert (
+        err["type"] == "error"
+        and err["status"] == 400
+        and "nests deeper than 100 levels" in err["message"]
+    )
     release = {"type": "release", "ref": 7, "taskId": task["_id"], "workerId": "w1"}
     await ws.send_json({**release, "output": nested(300)})
     err = await frame(ws)

@@ -324,3 +324,24 @@ async def test_a_subscription_missing_from_its_queue_heals_itself(
     await add(api, gid, "t")
     assert (await frame(ws, wait=2.0))["task"]["name"] == "t"
     await ws.close()
+
+
+async def test_a_bug_while_handling_a_frame_is_answered_and_the_socket_lives(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert api.client.app is not None
+    hub = api.client.app[ws_hub.HUB]
+    ws = await subscribe(api)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(hub, "_dispatch", broken)
+    await ws.send_json({"type": "unsubscribe", "ref": "u"})
+    answer = await frame(ws)
+    assert answer["type"] == "error" and answer["ref"] == "u" and answer["status"] == 500
+    assert answer["code"] == "internal" and "a bug" not in answer["message"]
+    monkeypatch.undo()
+    await ws.send_json({"type": "unsubscribe", "ref": "again"})
+    assert (await frame(ws)) == {"type": "unsubscribed", "ref": "again"}
+    await ws.close()
