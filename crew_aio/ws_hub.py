@@ -53,7 +53,7 @@ class Peer:
         self.watch_all = False
         self.watch_groups: set[str] = set()
         self.closed = False
-        self.flushed = asyncio.Event()  # set whenever the outbox was emptied
+        self.flushed = asyncio.Event()  # set whenever frames left the outbox
 
     def send(self, frame: Json) -> None:
         if not self.closed:
@@ -74,13 +74,15 @@ class Peer:
             await self.wake.wait()
             self.wake.clear()
             while self.outbox:
+                # what these frames announce was staged before they were queued, so the sync
+                # covers it; frames queued while it waits may announce later writes: not yet
+                ready = len(self.outbox)
                 try:
                     await self.hub.service.store.sync()  # what the frames announce is durable
                 except StoreUnavailable:
                     await asyncio.sleep(0.5)  # they wait until the store can commit again
                     continue
-                batch = list(self.outbox)
-                self.outbox.clear()
+                batch = [self.outbox.popleft() for _ in range(ready)]
                 self.flushed.set()
                 transport = self.transport
                 if self.ws.closed or transport is None or transport.is_closing():
