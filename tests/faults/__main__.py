@@ -75,14 +75,14 @@ def pytest_row(name: str, tests: list[str]) -> s.Outcome:
 
 async def run(steps: Plan, scratch: Path) -> list[tuple[s.Outcome, float]]:
     rows = []
-    for k, (_, step) in enumerate(steps):
+    for k, (rid, step) in enumerate(steps):
         started = time.monotonic()
         try:
             outcome = await step(scratch / f"s{k}")
         except Exception as exc:  # a scenario that crashed is a failed row, not a lost table
             report = Report()
             report.problem(f"scenario crashed: {exc!r}")
-            outcome = s.Outcome(f"scenario {k}", 0, report)
+            outcome = s.Outcome(f"{rid} (scenario {k}) crashed", 0, report)
         finally:
             cleanup()
         took = time.monotonic() - started

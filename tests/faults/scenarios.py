@@ -258,7 +258,10 @@ async def _one_task(api: Api, channel: str, attempts: int = 5) -> Json:
     return task
 
 
-async def _reoffer(api: Api, task: Json, died: float, report: Report, what: str) -> str:
+Reoffer = tuple[str, float | None]
+
+
+async def _reoffer(api: Api, task: Json, died: float, report: Report, what: str) -> Reoffer:
     """After the holder died at ``died``: the task must be offered again no earlier than its
     lease's end and within lease + tick of the death, with the expiry counted as an attempt."""
     await asyncio.sleep(0.2)  # a heartbeat already on the wire when the holder died lands now
@@ -272,7 +275,7 @@ async def _reoffer(api: Api, task: Json, died: float, report: Report, what: str)
     if got["task"] is None or got["task"]["_id"] != task["_id"]:
         report.lost += 1
         report.problem(f"{what}: the task was not offered again within 10 s")
-        return f"{what}: not offered"
+        return what, None
     late = offered - died
     if offered < deadline - 0.01 or late > R3_LEASE + TICK + 0.3:
         report.problem(f"{what}: offered {late:.2f} s after the death (lease ends "
@@ -282,12 +285,13 @@ async def _reoffer(api: Api, task: Json, died: float, report: Report, what: str)
         report.problem(f"{what}: attempt not counted: errors={errors}")
     if after["remainingAttempts"] != task["remainingAttempts"] - 1:
         report.problem(f"{what}: remainingAttempts {after['remainingAttempts']}")
-    return f"{what}: re-offered {late:.2f} s after the death"
+    return what, late
 
 
-async def _r3_sdk(crew: Crew, api: Api, sdk: SdkWorkers, poll: bool, report: Report) -> str:
+async def _r3_sdk(crew: Crew, api: Api, sdk: SdkWorkers, poll: bool, report: Report,
+                  rep: int) -> Reoffer:  # fmt: skip
     what = f"SDK {'poll' if poll else 'push'} worker kill -9"
-    task = await _one_task(api, f"r3-sdk-{'poll' if poll else 'push'}")
+    task = await _one_task(api, f"r3-sdk-{'poll' if poll else 'push'}-{rep}")
     proc = await sdk.start(crew.url, task["channel"], poll=poll, lease=R3_LEASE,
                            worker_class="Sleeper")  # fmt: skip
 
@@ -302,14 +306,14 @@ async def _r3_sdk(crew: Crew, api: Api, sdk: SdkWorkers, poll: bool, report: Rep
     return await _reoffer(api, task, time.time(), report, what)
 
 
-async def _r3_socket_drop(crew: Crew, api: Api, report: Report) -> str:
+async def _r3_socket_drop(crew: Crew, api: Api, report: Report, rep: int) -> Reoffer:
     """A push worker whose socket vanishes without a close frame (RST: SO_LINGER 0, abort)."""
     import socket
     import struct
 
     import aiohttp
 
-    task = await _one_task(api, "r3-ws-drop")
+    task = await _one_task(api, f"r3-ws-drop-{rep}")
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(crew.url + f"{V1}/ws")
         await ws.send_json({"type": "subscribe", "workerId": "r3-a", "channels": [task["channel"]],
@@ -330,15 +334,20 @@ async def _r3_socket_drop(crew: Crew, api: Api, report: Report) -> str:
 
 async def r3_worker_dies(root: Path, repeat: int = 1) -> Outcome:
     """R3: the worker holding a task dies mid-task."""
-    crew, report, sdk, notes = Crew(root), Report(), SdkWorkers(root), []
+    crew, report, sdk, seen = Crew(root), Report(), SdkWorkers(root), list[Reoffer]()
     url = await crew.start()
     async with Api(url) as api:
-        for _ in range(repeat):
-            notes.append(await _r3_sdk(crew, api, sdk, True, report))
-            notes.append(await _r3_sdk(crew, api, sdk, False, report))
-            notes.append(await _r3_socket_drop(crew, api, report))
+        for rep in range(repeat):
+            seen.append(await _r3_sdk(crew, api, sdk, True, report, rep))
+            seen.append(await _r3_sdk(crew, api, sdk, False, report, rep))
+            seen.append(await _r3_socket_drop(crew, api, report, rep))
     await sdk.stop()
     await crew.stop()
+    notes = [f"lease {R3_LEASE:g} s + tick {TICK:g} s"]
+    for what in dict.fromkeys(w for w, _ in seen):
+        lates = [x for w, x in seen if w == what and x is not None]
+        worst = f"{max(lates):.2f} s" if lates else "never"
+        notes.append(f"{what}: re-offered {len(lates)}/{repeat}, latest {worst} after the death")
     return Outcome("R3 worker dies mid-task", 3 * repeat, report, notes)
 
 
@@ -379,9 +388,9 @@ async def _r4_take_b(api: Api, task: Json) -> Json:
     return b
 
 
-async def _r4_rest(api: Api, report: Report) -> str:
-    task = await _one_task(api, "r4-rest")
-    a = (await api.ok("POST", f"{V1}/channel/r4-rest/acquire",
+async def _r4_rest(api: Api, report: Report, rep: int) -> str:
+    task = await _one_task(api, f"r4-rest-{rep}")
+    a = (await api.ok("POST", f"{V1}/channel/{task['channel']}/acquire",
                       {"workerId": "a", "leaseSeconds": R4_LEASE}))["task"]  # fmt: skip
     b = await _r4_take_b(api, task)
     stale, _ = await api.call("POST", f"{V1}/task/{task['_id']}/release",
@@ -390,12 +399,12 @@ async def _r4_rest(api: Api, report: Report) -> str:
     return await _r4_finish(api, task, b, stale, report, "REST")
 
 
-async def _r4_ws(crew: Crew, api: Api, report: Report) -> str:
+async def _r4_ws(crew: Crew, api: Api, report: Report, rep: int) -> str:
     import aiohttp
 
-    task = await _one_task(api, "r4-ws")
+    task = await _one_task(api, f"r4-ws-{rep}")
     async with aiohttp.ClientSession() as session, session.ws_connect(crew.url + f"{V1}/ws") as ws:
-        await ws.send_json({"type": "subscribe", "workerId": "a", "channels": ["r4-ws"],
+        await ws.send_json({"type": "subscribe", "workerId": "a", "channels": [task["channel"]],
                             "capacity": 1, "leaseSeconds": R4_LEASE})  # fmt: skip
         while (frame := await ws.receive_json(timeout=10))["type"] != "task":
             pass
@@ -411,11 +420,11 @@ async def _r4_ws(crew: Crew, api: Api, report: Report) -> str:
     return await _r4_finish(api, task, b, stale, report, "WS")
 
 
-async def _r4_sdk(crew: Crew, api: Api, sdk: SdkWorkers, report: Report) -> str:
+async def _r4_sdk(crew: Crew, api: Api, sdk: SdkWorkers, report: Report, rep: int) -> str:
     """A real SDK worker process, paused with SIGSTOP past its lease, resumed after B got it."""
-    task = await _one_task(api, "r4-sdk")
+    task = await _one_task(api, f"r4-sdk-{rep}")
     work = 1.6
-    proc = await sdk.start(crew.url, "r4-sdk", poll=True, lease=R4_LEASE, work=work,
+    proc = await sdk.start(crew.url, task["channel"], poll=True, lease=R4_LEASE, work=work,
                            concurrency=1, worker_class="Sleeper")  # fmt: skip
 
     async def leased() -> bool:
@@ -438,6 +447,8 @@ async def _r4_sdk(crew: Crew, api: Api, sdk: SdkWorkers, report: Report) -> str:
         return None
 
     said = await eventually(verdict, 15)
+    proc.terminate()  # done with A: it must not take the next repetition's task
+    await proc.wait()
     stale = 409 if said == "lost" else 200
     return await _r4_finish(api, task, b, stale, report, f"SDK process SIGSTOP ({said})")
 
@@ -447,10 +458,10 @@ async def r4_stale_holder(root: Path, repeat: int = 1) -> Outcome:
     crew, report, sdk, notes = Crew(root), Report(), SdkWorkers(root), []
     url = await crew.start()
     async with Api(url) as api:
-        for _ in range(repeat):
-            notes.append(await _r4_rest(api, report))
-            notes.append(await _r4_ws(crew, api, report))
-            notes.append(await _r4_sdk(crew, api, sdk, report))
+        for rep in range(repeat):
+            notes.append(await _r4_rest(api, report, rep))
+            notes.append(await _r4_ws(crew, api, report, rep))
+            notes.append(await _r4_sdk(crew, api, sdk, report, rep))
     await sdk.stop()
     await crew.stop()
     return Outcome("R4 stale lease holder releases first", 3 * repeat, report, notes)
@@ -919,7 +930,9 @@ async def r7_storage_fault(root: Path, fault_kind: str, tasks: int = 300, hold: 
             groups = [g["_id"] for g in await api.ok("GET", f"{V1}/task_groups")]
             report.add(checker.verify(final, groups=groups, all_complete=False))
             await _r7_whole(api, gid, report, "at the end")
-        _r7_judge(storm, health, report, notes, bound)
+        # a real full disk may still take a commit into WAL pages it already holds: there a
+        # healthy answer is the truth, not a failure (RLIMIT_FSIZE=0 and a lock fail them all)
+        _r7_judge(storm, health, report, notes, bound, fault_kind == "tmpfs")
         await crew.stop()
     finally:
         if tmpfs is not None:
@@ -940,14 +953,14 @@ async def _timed_health(crew: Crew) -> tuple[int, float]:
 
 
 def _r7_judge(storm: Storm, health: tuple[int, float], report: Report, notes: list[str],
-              bound: float) -> None:  # fmt: skip
+              bound: float, may_commit: bool) -> None:  # fmt: skip
     lat = sorted(storm.latency_503)
     if not lat:
         report.problem("no 503 during the fault: the fault did not bite")
     elif lat[-1] >= bound:
         report.problem(f"{sum(x >= bound for x in lat)} of {len(lat)} 503s took >= {bound:g} s "
                        f"(max {lat[-1]:.2f} s)")  # fmt: skip
-    if health[0] != 503 or health[1] >= bound:
+    if health[0] not in ((503, 200) if may_commit else (503,)) or health[1] >= bound:
         report.problem(f"/healthz during the fault: {health[0]} after {health[1]:.2f} s")
     if lat:
         notes.append(f"{len(lat)} x 503 (max {lat[-1]:.2f} s), {storm.ok_in_fault} x 200 "

@@ -98,7 +98,7 @@ def can_mount(scratch: Path) -> bool:
 class TmpfsFault(Fault):
     name = "disk full (tmpfs, ENOSPC)"
 
-    def __init__(self, mountpoint: Path, size: str = "24m") -> None:
+    def __init__(self, mountpoint: Path, size: str = "256m") -> None:
         self.mountpoint = mountpoint
         self.size = size
         self.filler = mountpoint / "filler"
