@@ -361,7 +361,12 @@ def children_of(task: Json) -> list[Json]:
     inp = task.get("input") or {}
     names = [f"{task['name']}/{j}" for j in range(int(inp.get("spawn", 0)))]
     return [
-        {"name": n, "channel": task["channel"], "input": {"i": f"{inp.get('i')}.{j}", "name": n}}
+        {
+            "name": n,
+            "channel": task["channel"],
+            "errorDelayInSeconds": 0.5,
+            "input": {"i": f"{inp.get('i')}.{j}", "name": n},
+        }
         for j, n in enumerate(names)
     ]
 
@@ -551,16 +556,21 @@ class SdkWorkers:
         self.procs.append(track(proc))
         return proc
 
-    async def stop(self) -> None:
+    async def stop(self, limit: float = 30.0) -> list[str]:
+        """SIGTERM each process; one still running after ``limit`` s is killed and named."""
         for proc in self.procs:
             if proc.returncode is None:
                 proc.terminate()
-        for proc in self.procs:
+        stuck = []
+        for n, proc in enumerate(self.procs):
             try:
-                await asyncio.wait_for(proc.wait(), 30)
+                await asyncio.wait_for(proc.wait(), limit)
             except TimeoutError:
+                stuck.append(f"SDK worker sdk-{n} (pid {proc.pid}) still running {limit:g} s "
+                              "after SIGTERM")  # fmt: skip
                 proc.kill()
                 await proc.wait()
+        return stuck
 
 
 async def eventually(check: Callable[[], Any], limit: float, step: float = 0.05) -> Any:

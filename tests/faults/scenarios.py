@@ -68,6 +68,7 @@ def r1_dag(n: int, chunk: int, rng: random.Random) -> list[list[Json]]:
             name = f"t{k}"
             parents = sorted(rng.sample(range(max(0, k - 40), k), min(k, rng.randint(0, 2))))
             entries.append({"_child_id": name, "name": name, "channel": R1_CHANNELS[k % 4],
+                            "errorDelayInSeconds": 0.5,  # a lease lost in a crash: retry soon
                             "input": {"i": k, "name": name, "spawn": 2 * (k % 10 == 3)},
                             "parents": [f"t{p}" for p in parents]})  # fmt: skip
         chunks.append(entries)
@@ -159,11 +160,13 @@ async def r1_server_kills(root: Path, tasks: int = 300, kills: int = 3, seed: in
         await eventually(lambda: _group_done(api, group["_id"], total), 60 + tasks / 50)
         await crew.note_lag()
         await workers.stop()
-        await sdk.stop()
+        stuck = await sdk.stop()
         final = await api.ok("GET", f"{V1}/task_group/{group['_id']}/tasks")
         groups = [g["_id"] for g in await api.ok("GET", f"{V1}/task_groups?limit=1000")]
     checker.load_sdk_log(sdk.log)
     report = checker.verify(final, groups=groups)
+    for text in stuck:
+        report.problem(text)
     code = await crew.stop()
     if code != 0:
         report.problem(f"SIGTERM exit code {code}")

@@ -74,7 +74,7 @@ class FaultWorker(Worker):
         inp = input if isinstance(input, dict) else {}
         output = {"i": inp.get("i"), "by": f"sdk-{os.getpid()}"}
         kids = [
-            {"name": f"{inp.get('name')}/{j}", "channel": self.channel,
+            {"name": f"{inp.get('name')}/{j}", "channel": self.channel, "errorDelayInSeconds": 0.5,
              "input": {"i": f"{inp.get('i')}.{j}", "name": f"{inp.get('name')}/{j}"}}
             for j in range(int(inp.get("spawn", 0)))
         ]  # fmt: skip
