@@ -804,8 +804,9 @@ class Storm:
     """Releases every lease with ``R7_KIDS`` children from ``concurrency`` senders; a 503 puts
     the lease back to be released again. ``gate`` pauses the senders."""
 
-    def __init__(self, api: Api, leases: list[Json], checker: Checker, concurrency: int) -> None:
-        self.api, self.checker = api, checker
+    def __init__(self, api: Api, leases: list[Json], checker: Checker, concurrency: int,
+                 pad: int = 2048) -> None:  # fmt: skip
+        self.api, self.checker, self.pad = api, checker, pad
         self.queue: asyncio.Queue[Json] = asyncio.Queue()
         for lease in leases:
             self.queue.put_nowait(lease)
@@ -824,7 +825,7 @@ class Storm:
             if not lease:
                 break
             await self.gate.wait()
-            pad = "x" * 2048  # fills a small disk quickly
+            pad = "x" * self.pad  # bytes per child: a full disk bites once its WAL is used up
             kids = [{"name": f"{lease['name']}/{j}", "channel": "r7-kids", "input": {"pad": pad}}
                     for j in range(R7_KIDS)]  # fmt: skip
             body = {"workerId": "storm", "leaseId": lease["leaseId"],
@@ -912,7 +913,10 @@ async def r7_storage_fault(root: Path, fault_kind: str, tasks: int = 300, hold: 
         )  # fmt: skip
         async with Api(url, timeout=30) as api:
             gid, leases = await _r7_prepare(api, tasks, checker)
-            storm = Storm(api, leases, checker, concurrency=16)
+            # a full file system still takes writes into the WAL pages SQLite already holds:
+            # big children use them up within the fault window
+            pad = 32768 if tmpfs is not None else 2048
+            storm = Storm(api, leases, checker, concurrency=16, pad=pad)
             await storm.progress(tasks // 4)
             await fault.on()
             started = time.monotonic()
