@@ -15,6 +15,7 @@ from crew_aio.clock import Clock, SystemClock
 from crew_aio.config import ExitCode, Settings
 from crew_aio.engine import Engine
 from crew_aio.http_api import HEALTH, SERVICE, WS_PATH, setup_routes
+from crew_aio.loopmon import LOOP_MONITOR, LoopMonitor
 from crew_aio.middleware import auth_middleware, error_middleware
 from crew_aio.service import Limits, Service, StoreLike
 from crew_aio.store import SqliteStore, StoreCorrupt, StoreLocked
@@ -58,8 +59,17 @@ def create_app(
     )
     setup_routes(app)
     app.router.add_get(WS_PATH, ws_handler)
+    app.cleanup_ctx.append(_loop_monitor)
     app.cleanup_ctx.append(_lifecycle(settings, store, clock or SystemClock()))
     return app
+
+
+async def _loop_monitor(app: web.Application) -> AsyncIterator[None]:
+    """Event-loop lag for ``GET /healthz`` and a WARNING on each stall (crew_aio.loopmon)."""
+    monitor = app[LOOP_MONITOR] = LoopMonitor()
+    monitor.start()
+    yield
+    await monitor.stop()
 
 
 def _lifecycle(

@@ -152,8 +152,14 @@ def svc(request: web.Request) -> Service:
 
 # handlers ------------------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
+    from crew_aio.loopmon import LOOP_MONITOR
+
     healthy = await request.app[HEALTH]()
-    return json_response({"healthy": healthy}, 200 if healthy else 503)
+    body: dict[str, Any] = {"healthy": healthy}
+    monitor = request.app.get(LOOP_MONITOR)
+    if monitor is not None:
+        body["loopLag"] = monitor.snapshot()
+    return json_response(body, 200 if healthy else 503)
 
 
 async def list_groups(request: web.Request) -> web.Response:

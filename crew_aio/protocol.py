@@ -281,8 +281,20 @@ class DeletedOut(Struct):
     deleted: list[str]
 
 
+class LoopLagOut(Struct):
+    """Event-loop lag (how late a 50 ms timer wakes) over the last minute, in milliseconds."""
+
+    p50Ms: float
+    p99Ms: float
+    maxMs: float
+    samples: int
+    windowSeconds: float
+    stalls: int  # wake-ups later than 100 ms since start (each logged as a WARNING)
+
+
 class HealthOut(Struct):
     healthy: bool
+    loopLag: LoopLagOut | UnsetType = UNSET
 
 
 class ErrorOut(Struct):

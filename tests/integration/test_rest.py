@@ -12,7 +12,16 @@ V1 = "/api/v1"
 
 
 async def test_healthz(api: Api) -> None:
-    assert await api.get("/healthz") == {"healthy": True}
+    health = await api.get("/healthz")
+    assert health["healthy"] is True
+    lag = health["loopLag"]  # crew_aio.loopmon: how late a 50 ms timer wakes, over a window
+    assert set(lag) == {"p50Ms", "p99Ms", "maxMs", "samples", "windowSeconds", "stalls"}
+    assert 0 <= lag["p50Ms"] <= lag["p99Ms"] <= lag["maxMs"]
+    schemas = (await api.get(f"{V1}/openapi.json"))["components"]["schemas"]
+    assert set(schemas["LoopLagOut"]["required"]) == set(lag)
+    assert schemas["HealthOut"]["properties"]["loopLag"] == {
+        "$ref": "#/components/schemas/LoopLagOut"
+    }
 
 
 async def test_group_crud_and_listing(api: Api) -> None:

@@ -25,6 +25,7 @@ FORBIDDEN: dict[str, set[str]] = {
                 "crew_aio.app", "time"},
     "timers": {"aiohttp", "crew_aio.http_api", "crew_aio.app"},
     "http_api": {"sqlite3", "sqlitedict", "crew_aio.engine", "crew_aio.store"},
+    "loopmon": {"crew_aio", "sqlite3", "sqlitedict", "time"},
 }  # fmt: skip
 
 
