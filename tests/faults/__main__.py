@@ -7,9 +7,9 @@
 Prints one row per scenario (runs, acknowledged writes checked, lost, duplicates beyond lease
 semantics, verdict) and the event-loop lag p99 read from ``/healthz`` before each kill and at the
 end; exits 1 if any verdict fails. R8 (corrupt file, crash WAL, second instance) and R9 (the
-Hypothesis state machine) are the existing tests named in their rows, run here with pytest;
-``--full`` also runs tests/faults/known_bugs.py (bugs these scenarios found; they fail until
-fixed, so they are not in the default suite).
+Hypothesis state machine) are the existing tests named in their rows, run here with pytest,
+and the row BUGS runs tests/faults/test_found_bugs.py (targeted tests of bugs these scenarios
+found, fixed since; also in the default suite).
 """
 
 from __future__ import annotations
@@ -126,13 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = [(rid, f) for rid, f in plan(args.full, can_mount(scratch)) if not only or rid in only]
     outcomes = asyncio.run(run(steps, scratch))
     rows = [(rid, o, t) for (rid, _), (o, t) in zip(steps, outcomes, strict=True)]
-    extra = [("R8", R8_TESTS), ("R9", R9_TESTS)]
-    if args.full:  # the targeted tests of bugs found here (they fail until fixed)
-        extra.append(("BUGS", ["tests/faults/known_bugs.py"]))
+    extra = [("R8", R8_TESTS), ("R9", R9_TESTS), ("BUGS", ["tests/faults/test_found_bugs.py"])]
     for rid, tests in extra:
         if not only or rid in only:
             t0 = time.monotonic()
-            label = "known-bug tests" if rid == "BUGS" else "existing tests"
+            label = "found-bug tests" if rid == "BUGS" else "existing tests"
             outcome = pytest_row(f"{rid} {label} ({len(tests)} targets)", tests)
             print(outcome.describe(), flush=True)
             rows.append((rid, outcome, time.monotonic() - t0))

@@ -1,7 +1,5 @@
-"""Fault tests that fail today: not collected by the default suite (the file name does not
-match ``test_*.py``); run with ``.venv/bin/pytest -q -p no:cacheprovider
-tests/faults/known_bugs.py``. ``python -m tests.faults --full`` runs this file (row BUGS), and
-its R1 row meets the same bug at random (a task run twice with no expiry or error).
+"""Targeted tests of bugs the fault scenarios found (fixed since): each fails on the code that
+had the bug. ``python -m tests.faults`` runs this file too (row BUGS).
 """
 
 from __future__ import annotations
@@ -60,9 +58,10 @@ async def _until(predicate: Callable[[], bool]) -> None:
 async def test_a_pushed_task_waits_for_the_commit_of_its_own_lease(tmp_path: Path) -> None:
     """API.md: "a pushed task is sent only after every change it depends on is committed".
     Found by the full R1 run (tasks pushed over WS ran twice with no expiry or error, one with a
-    parent whose completion was not durable yet). ws_hub ``Peer.run_sender`` awaits
-    ``store.sync()`` and then sends the whole outbox, including frames queued *during* that
-    wait, whose leases are only staged: a kill -9 then loses a lease the worker already holds."""
+    parent whose completion was not durable yet). ws_hub ``Peer.run_sender`` awaited
+    ``store.sync()`` and then sent the whole outbox, including frames queued *during* that
+    wait, whose leases were only staged: a kill -9 then lost a lease the worker already held.
+    Now a flush sends only the frames queued before its sync."""
     store = GatedStore()
     app = create_app(Settings(data_dir=tmp_path / "data"), store=store, clock=SystemClock())
     async with TestClient(TestServer(app)) as client:
