@@ -59,8 +59,8 @@ def create_app(
     )
     setup_routes(app)
     app.router.add_get(WS_PATH, ws_handler)
-    app.cleanup_ctx.append(_loop_monitor)
     app.cleanup_ctx.append(_lifecycle(settings, store, clock or SystemClock()))
+    app.cleanup_ctx.append(_loop_monitor)  # after the load at boot: it measures serving
     return app
 
 
