@@ -6,6 +6,7 @@ document; the error table is the one place where error codes become HTTP statuse
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from crew_aio import protocol as p
 from crew_aio.errors import CrewError, Invalid
-from crew_aio.service import Service
+from crew_aio.service import Listing, Service
 
 __all__ = [
     "ROUTES",
@@ -188,9 +189,28 @@ async def delete_group(request: web.Request) -> web.Response:
     return json_response(await svc(request).delete_group(request.match_info["id"]))
 
 
-async def group_tasks(request: web.Request) -> web.Response:
+async def group_tasks(request: web.Request) -> web.StreamResponse:
     gid = request.match_info["id"]
-    return json_response(await svc(request).group_tasks(gid, *page(request, None)))
+    return await listing_response(
+        request, await svc(request).group_tasks(gid, *page(request, None))
+    )
+
+
+async def listing_response(request: web.Request, listing: Listing) -> web.StreamResponse:
+    """A JSON array of tasks; a big one is streamed a chunk at a time, yielding to the loop (and
+    waiting for the socket) between chunks, so a listing of 100,000 tasks stalls nobody."""
+    if len(listing) <= listing.CHUNK:
+        return json_response([task for chunk in listing.chunks() for task in chunk])
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    opening = b"["
+    for chunk in listing.chunks():
+        await response.write(opening + orjson.dumps(chunk)[1:-1])
+        opening = b","
+        await asyncio.sleep(0)
+    await response.write(b"]")
+    await response.write_eof()
+    return response
 
 
 async def create_tasks(request: web.Request) -> web.Response:
@@ -251,9 +271,11 @@ async def channels(request: web.Request) -> web.Response:
     return json_response(await svc(request).channels())
 
 
-async def channel_tasks(request: web.Request) -> web.Response:
+async def channel_tasks(request: web.Request) -> web.StreamResponse:
     name = request.match_info["id"]
-    return json_response(await svc(request).channel_tasks(name, *page(request, 50)))
+    return await listing_response(
+        request, await svc(request).channel_tasks(name, *page(request, 50))
+    )
 
 
 async def acquire(request: web.Request) -> web.Response:

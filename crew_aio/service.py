@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+from msgspec.structs import replace as copy_struct
 
 from crew_aio import protocol as p
 from crew_aio.clock import Clock
@@ -21,6 +23,7 @@ from crew_aio.engine import Change, Engine, TaskSpec
 from crew_aio.engine.core import ID_MARK
 from crew_aio.errors import Invalid, TooLarge
 from crew_aio.model import (
+    Status,
     Task,
     TaskGroup,
     group_to_api,
@@ -29,7 +32,7 @@ from crew_aio.model import (
     task_to_record,
 )
 
-__all__ = ["Limits", "Service", "StoreLike"]
+__all__ = ["Limits", "Listing", "Service", "StoreLike"]
 
 T = TypeVar("T")
 
@@ -51,6 +54,23 @@ class Limits:
     max_tasks_per_request: int = 100_000
     max_parents_per_task: int = 10_000
     max_children_per_release: int = 10_000
+
+
+class Listing:
+    """Tasks as they were when listed, rendered on demand in chunks of ``CHUNK``."""
+
+    CHUNK = 500
+
+    def __init__(self, items: list[tuple[Task, Status]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def chunks(self) -> Iterator[list[Json]]:
+        items = self.items
+        for i in range(0, len(items), self.CHUNK):
+            yield [task_to_api(t, status) for t, status in items[i : i + self.CHUNK]]
 
 
 class _Poll:
@@ -176,9 +196,16 @@ class Service:
         group, ch = self.engine.reset_group(group_id, self.clock.now())
         return await self._done(ch, self.group_json(group))
 
-    async def group_tasks(self, group_id: str, limit: int | None, skip: int) -> list[Json]:
-        tasks = self.engine.group_task_list(group_id, limit, skip)
-        return await self._done(Change(), [self.task_json(t) for t in tasks])
+    async def group_tasks(self, group_id: str, limit: int | None, skip: int) -> Listing:
+        return await self._listing(self.engine.group_task_list(group_id, limit, skip))
+
+    async def _listing(self, tasks: list[Task]) -> Listing:
+        """A snapshot taken at once (shallow copies, statuses of now), durable like every
+        answer; rendered later chunk by chunk, so a big listing never holds the loop."""
+        now = self.clock.now()
+        listing = Listing([(copy_struct(t), self.engine.status(t, now)) for t in tasks])
+        await self.store.sync()
+        return listing
 
     def check_batch(self, count: int) -> None:
         if count > self.limits.max_tasks_per_request:
@@ -258,9 +285,8 @@ class Service:
     async def channels(self) -> list[Json]:
         return await self._done(Change(), self.engine.channels())
 
-    async def channel_tasks(self, channel: str, limit: int | None, skip: int) -> list[Json]:
-        tasks = self.engine.channel_task_list(channel, limit, skip)
-        return await self._done(Change(), [self.task_json(t) for t in tasks])
+    async def channel_tasks(self, channel: str, limit: int | None, skip: int) -> Listing:
+        return await self._listing(self.engine.channel_task_list(channel, limit, skip))
 
     def lease_json(self, t: Task) -> Json:
         parents = [

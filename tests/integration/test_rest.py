@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from crew_aio.http_api import SERVICE
+from crew_aio.service import Listing
 from tests.integration.conftest import T0, Api, ApiFactory
 
 V1 = "/api/v1"
@@ -327,3 +331,32 @@ async def test_cancelled_long_poll_hands_its_lease_back(api: Api) -> None:
     after = await api.get(f"{V1}/task/{task['_id']}")
     assert after["status"] == "ready" and after["remainingAttempts"] == 5
     assert (await api.acquire("c", worker="next"))["task"]["_id"] == task["_id"]
+
+
+async def test_a_big_listing_is_streamed_in_chunks_as_one_snapshot(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past Listing.CHUNK tasks the array is streamed chunk by chunk; what it shows is the state
+    at the time of the request, even if a task changes while later chunks are rendered."""
+    monkeypatch.setattr(Listing, "CHUNK", 3)
+    gid = await api.group()
+    created = await api.post(f"{V1}/task_group/{gid}/tasks",
+                             [{"name": f"t{i}", "channel": "c"} for i in range(8)])  # fmt: skip
+    assert api.client.app is not None
+    engine = api.client.app[SERVICE].engine
+    chunks = Listing.chunks
+
+    def meddling(self: Listing) -> Iterator[list[Any]]:
+        for n, chunk in enumerate(chunks(self)):
+            yield chunk
+            if n == 0:  # another request changes a task between chunks
+                engine.tasks[created[-1]["_id"]].name = "changed"
+
+    monkeypatch.setattr(Listing, "chunks", meddling)
+    resp = await api.client.get(f"{V1}/task_group/{gid}/tasks")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
+    listed = await resp.json()
+    assert [t["name"] for t in listed] == [f"t{i}" for i in range(8)]
+    assert listed == [{**t, "updatedAt": listed[i]["updatedAt"]} for i, t in enumerate(created)]
+    small = await api.get(f"{V1}/channel/c/tasks?limit=2")  # not streamed: one body
+    assert [t["name"] for t in small] == ["t0", "t1"]
