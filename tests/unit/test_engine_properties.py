@@ -286,7 +286,7 @@ class EngineMachine(RuleBasedStateMachine):
     def release_error(self, data: st.DataObject) -> None:
         t = data.draw(st.sampled_from(self._leased()))
         expired = t.lease_expires_at is not None and t.lease_expires_at <= self.now
-        attempts, n_errors = t.remaining_attempts, len(t.errors)
+        attempts, n_errors, run_after = t.remaining_attempts, len(t.errors), t.run_after
         before = records(self.engine) if expired else None
         try:
             self.engine.release(t.id, t.assigned_to or "", self.now, error={"e": 1})
@@ -297,7 +297,8 @@ class EngineMachine(RuleBasedStateMachine):
         assert not expired
         event("release error")
         assert t.remaining_attempts == attempts - 1 and len(t.errors) == n_errors + 1
-        assert t.run_after == self.now + t.error_delay
+        # the error delay, unless a workgroup cool-off set while leased reaches further
+        assert t.run_after == max(self.now + t.error_delay, run_after or self.now)
         assert t.lease_id is None and t.assigned_to is None
 
     @rule(seconds=st.sampled_from([1.0, 5.0, 10.0, 30.0, 61.0]))
