@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = re.compile(r"listening on (http://[^\s\"]+)")  # plain or JSON log lines
 
 
 class ServerProcess:

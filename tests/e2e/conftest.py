@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = re.compile(r"listening on (http://[^\s\"]+)")  # plain or JSON log lines
 
 
 class Server:
