@@ -1,6 +1,7 @@
 """A benchmark worker process (``benchmarks.workers`` starts these; not a benchmark itself).
 
-    python -m benchmarks._bench_worker URL CHANNEL STATS_PATH [--concurrency 2] [--poll]
+    python -m benchmarks._bench_worker URL CHANNEL STATS_PATH [--concurrency 2] [--prefetch 0]
+                                       [--poll]
 
 Runs one no-op :class:`~crew_aio.worker.Worker` with the SDK's ``run_workers`` until SIGTERM.
 Prints ``READY`` on stdout once tasks can reach it (the socket is subscribed, or the long-poll
@@ -41,9 +42,10 @@ def count_releases() -> None:
 
 
 class Noop(Worker):
-    def __init__(self, channel: str, concurrency: int) -> None:
+    def __init__(self, channel: str, concurrency: int, prefetch: int) -> None:
         self.channel = channel
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.count = 0
         self.first = 0.0
         self.last = 0.0
@@ -83,6 +85,7 @@ def main() -> None:
     ap.add_argument("channel")
     ap.add_argument("stats")
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--prefetch", type=int, default=0)
     ap.add_argument("--poll", action="store_true")
     args = ap.parse_args()
     logger = logging.getLogger("crew_aio.worker")
@@ -92,7 +95,7 @@ def main() -> None:
     warn.setLevel(logging.WARNING)
     logger.addHandler(warn)
     count_releases()
-    worker = Noop(args.channel, args.concurrency)
+    worker = Noop(args.channel, args.concurrency, args.prefetch)
     run(run_workers([worker], args.url, poll=args.poll, shutdown_timeout=10.0))
     with open(args.stats, "w") as out:
         stats = {"count": worker.count, "first": worker.first, "last": worker.last,

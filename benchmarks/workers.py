@@ -89,9 +89,9 @@ class WorkerProcs:
     """``n`` processes of ``benchmarks._bench_worker``; stopped with SIGTERM, stats read back."""
 
     def __init__(self, tmp: Path, url: str, channel: str, n: int, concurrency: int,
-                 poll: bool) -> None:  # fmt: skip
+                 poll: bool, prefetch: int = 0) -> None:  # fmt: skip
         self.tmp, self.url, self.channel = tmp, url, channel
-        self.n, self.concurrency, self.poll = n, concurrency, poll
+        self.n, self.concurrency, self.poll, self.prefetch = n, concurrency, poll, prefetch
         self.procs: list[asyncio.subprocess.Process] = []
         self.stats_paths: list[Path] = []
 
@@ -99,7 +99,8 @@ class WorkerProcs:
         for k in range(self.n):
             stats = self.tmp / f"{self.channel}-{k}.json"
             cmd = [sys.executable, "-m", "benchmarks._bench_worker", self.url, self.channel,
-                   str(stats), "--concurrency", str(self.concurrency)]  # fmt: skip
+                   str(stats), "--concurrency", str(self.concurrency),
+                   "--prefetch", str(self.prefetch)]  # fmt: skip
             cmd += ["--poll"] if self.poll else []
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
             self.procs.append(proc)

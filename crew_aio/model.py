@@ -11,7 +11,6 @@ engine at load and never persisted. Nothing here does I/O or reads the clock.
 from __future__ import annotations
 
 import enum
-import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,20 +107,27 @@ class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
 def format_time(when: float | None) -> str | None:
     """Epoch seconds → ``2026-11-28T04:15:03.123Z`` (None stays None).
 
-    Hot: a dozen calls per task rendered. The seconds part is cached; like datetime, the value is
-    rounded to the microsecond, then cut to the millisecond.
+    Hot: a dozen calls per task rendered. The seconds part comes from a dict of recent seconds;
+    like datetime, the value is rounded to the microsecond, then cut to the millisecond.
     """
     if when is None:
         return None
     frac, whole = math.modf(when)  # the split datetime.fromtimestamp makes, to match it exactly
     micros = round(frac * 1e6)
     seconds = int(whole) + micros // 1_000_000
-    return f"{_second(seconds)}.{(micros % 1_000_000) // 1000:03d}Z"
+    head = _SECONDS.get(seconds) or _second(seconds)
+    return head + _MILLIS[(micros % 1_000_000) // 1000]
 
 
-@functools.lru_cache(maxsize=4096)
+_SECONDS: dict[int, str] = {}  # epoch second → "2026-11-28T04:15:03." (bounded: see _second)
+_MILLIS = [f"{ms:03d}Z" for ms in range(1000)]
+
+
 def _second(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if len(_SECONDS) >= 4096:
+        _SECONDS.clear()
+    text = _SECONDS[seconds] = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return text
 
 
 # Record form: the always-present fields, then (attribute, wire name, default) of the optional

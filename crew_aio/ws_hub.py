@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 from crew_aio import protocol as p
 from crew_aio.engine import Change
 from crew_aio.errors import CrewError, Forbidden, Internal, Invalid, StoreUnavailable
-from crew_aio.http_api import STATUS, convert, loads
+from crew_aio.http_api import STATUS, convert, loads, validate
 from crew_aio.middleware import SCOPE
 from crew_aio.model import group_to_api
 from crew_aio.service import Service
@@ -149,6 +149,7 @@ class Hub:
         self.max_msg_size = max_msg_size
         self.peers: set[Peer] = set()
         self.held_by: dict[str, Subscription] = {}
+        self.watching: set[Peer] = set()  # peers watching a group or all (events go to these)
         service.listeners.append(self.on_change)
         self._reoffer = asyncio.get_running_loop().call_later(REOFFER_EVERY, self._reoffer_all)
 
@@ -168,7 +169,7 @@ class Hub:
         """Free capacity whose lease ended elsewhere (REST, expiry, delete); publish events."""
         if self.held_by:
             self._reconcile(change)
-        if any(peer.watch_all or peer.watch_groups for peer in self.peers):
+        if self.watching:
             self._publish(change)
 
     def _reconcile(self, change: Change) -> None:
@@ -204,19 +205,37 @@ class Hub:
             g = engine.groups.get(gid)
             data = group_to_api(g) if g is not None else {"_id": gid}
             events.append((gid, {"event": "group:update" if g else "group:delete", "data": data}))
-        for peer in self.peers:
+        for peer in self.watching:
             for gid, event in events:
                 if peer.watch_all or gid in peer.watch_groups:
                     peer.send({"type": "event", **event})
 
     # frames ------------------------------------------------------------------------------
     def handle(self, peer: Peer, data: str | bytes) -> None:
-        """One frame, handled at once: its answer waits in the outbox for the commit."""
-        ref: object = None
+        """One message, handled at once: a frame, or a JSON array of frames (a batch, handled
+        in order as if sent one by one); answers wait in the outbox for the commit."""
         try:
             raw = loads(data, "frame")
-            ref = raw.get("ref") if isinstance(raw, dict) else None
-            frame: p.Frame = convert(raw, _FRAME)
+        except CrewError as exc:
+            peer.error(None, exc)
+            return
+        if type(raw) is not list:
+            self._handle(peer, raw)
+        elif not 0 < len(raw) <= p.MAX_FRAMES:
+            peer.error(None, Invalid(f"a batch holds 1 to {p.MAX_FRAMES} frames"))
+        else:
+            for item in raw:
+                self._handle(peer, item)
+
+    def _handle(self, peer: Peer, raw: Any) -> None:
+        ref: object = None
+        try:
+            kind: Any = _FRAME
+            if type(raw) is dict:
+                ref = raw.get("ref")
+                tag = raw.get("type")
+                kind = p.FRAME_TYPES.get(tag, _FRAME) if type(tag) is str else _FRAME
+            frame: p.Frame = convert(raw, kind)
             self._dispatch(peer, frame, raw)
         except CrewError as exc:
             peer.error(ref, exc)
@@ -270,7 +289,7 @@ class Hub:
 
     def _release(self, peer: Peer, frame: p.ReleaseFrame, raw: dict[str, Any]) -> None:
         fields = {**raw, "workerId": self._worker(peer, frame.worker_id)}
-        body = convert(fields, p.ReleaseBody)  # one declaration for REST and WS
+        body = validate(fields, p.ReleaseBody)  # one declaration for REST and WS; nesting checked
         task = self.service.release_now(frame.task_id, body)
         peer.send({"type": "ack", "ref": frame.ref, "task": task})
 
@@ -286,6 +305,10 @@ class Hub:
             peer.watch_groups.add(frame.task_group_id or "")
         else:
             peer.watch_groups.discard(frame.task_group_id or "")
+        if peer.watch_all or peer.watch_groups:
+            self.watching.add(peer)
+        else:
+            self.watching.discard(peer)
         peer.send({"type": "ack", "ref": frame.ref})
 
     # lifecycle ---------------------------------------------------------------------------
@@ -295,6 +318,7 @@ class Hub:
         peer.flushed.set()
         self._unsubscribe(peer)
         self.peers.discard(peer)
+        self.watching.discard(peer)
 
     async def close_all(self) -> None:
         self._reoffer.cancel()

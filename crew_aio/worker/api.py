@@ -45,6 +45,10 @@ class Worker:
     channel: str = ""  # class attributes; an instance may set its own
     concurrency: int = 1  # tasks in flight in this process
     lease_seconds: float | None = None  # None: the server's default lease
+    # tasks leased ahead over the WebSocket, waiting here (heartbeats keep their leases) until
+    # one of the ``concurrency`` slots frees: raise it for many short tasks; 0 hands each task
+    # to whichever process is free first (long tasks)
+    prefetch: int = 0
 
     def execute(self, input: Any, parents: list[Json]) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.execute")

@@ -86,13 +86,19 @@ class LeaseRunner:
         self.transport = transport
         self.hard_stop = hard_stop
         self.give_up = give_up
+        # ``concurrency`` executes at a time, pushed, prefetched and long-polled leases alike
+        self.slots = asyncio.Semaphore(worker.concurrency)
+        self._works: set[asyncio.Task[tuple[Json, str]]] = set()
+        self._stopper: asyncio.Task[None] | None = None
 
     async def run(self, lease: Lease) -> str:
-        """Execute, heartbeat meanwhile, release; log one line; the outcome word."""
+        """Wait for a slot, execute, heartbeat meanwhile (from the start: a prefetched lease
+        waiting for its slot is kept too), release; log one line; the outcome word."""
         started = time.monotonic()
         heartbeat = _Heartbeat(self, lease)
         try:
-            body, result = await self._execute(lease)
+            async with self.slots:
+                body, result = await self._execute(lease)
         finally:
             await heartbeat.stop()
         delivered = await self.release(lease, body)
@@ -109,19 +115,30 @@ class LeaseRunner:
         return result
 
     async def _execute(self, lease: Lease) -> tuple[Json, str]:
+        """The outcome of ``execute``; a hard stop cancels it (one watcher for all executes,
+        not a task per execute) and it is released as a :data:`SHUTDOWN_ERROR`."""
+        if self.hard_stop.is_set():
+            return {"error": dict(SHUTDOWN_ERROR)}, "cancelled"
+        if self._stopper is None:
+            self._stopper = asyncio.create_task(self._cancel_on_hard_stop())
         work = asyncio.create_task(
             outcome(self.worker, lease.task.get("input"), lease.parents), name="crew_aio.execute"
         )
-        stopper = asyncio.create_task(self.hard_stop.wait())
+        self._works.add(work)
         try:
-            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            return await work
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():  # this run itself is cancelled: so is work
+                raise
+            return {"error": dict(SHUTDOWN_ERROR)}, "cancelled"  # the hard stop cancelled work
         finally:
-            stopper.cancel()
-        if work.done():
-            return work.result()
-        work.cancel()
-        await asyncio.gather(work, return_exceptions=True)
-        return {"error": dict(SHUTDOWN_ERROR)}, "cancelled"
+            self._works.discard(work)
+
+    async def _cancel_on_hard_stop(self) -> None:
+        await self.hard_stop.wait()
+        for work in list(self._works):
+            work.cancel()
 
     async def release(self, lease: Lease, fields: Json) -> str:
         """Deliver the release until the server answers: ``released``, ``lost`` (409: the lease

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import aiohttp
@@ -36,6 +37,8 @@ ACK_TIMEOUT: Final = 30.0
 SUBSCRIBE_TIMEOUT: Final = 10.0
 HEARTBEAT: Final = 20.0
 NO_WEBSOCKET: Final = frozenset({404, 405, 501})
+BATCH_FRAMES: Final = 500  # frames per message (the server takes up to 1,000)
+BATCH_BYTES: Final = 256 * 1024  # bytes per batched message (the server's limit is 1 MiB+)
 
 
 class PushSession:
@@ -55,6 +58,7 @@ class PushSession:
         self.backoff = Backoff(initial=0.2, cap=10.0)
         self._refs = itertools.count(1)
         self._drained = asyncio.Event()
+        self._outgoing: list[tuple[bytes, asyncio.Future[Json]]] = []  # sent at the turn's end
 
     # Transport: over the socket while it is up, else REST ----------------------------------
 
@@ -77,17 +81,34 @@ class PushSession:
 
     async def _call(self, ws: aiohttp.ClientWebSocketResponse, frame: Json) -> Json:
         ref = f"r{next(self._refs)}"
-        future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
+        data = orjson.dumps({**frame, "ref": ref})  # here, so the caller sees a JSON error
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Json] = loop.create_future()
         self.pending[ref] = future
+        timer = loop.call_later(ACK_TIMEOUT, _time_out, future)  # cheaper than wait_for
+        if not self._outgoing:
+            loop.call_soon(self._flush, ws)
+        self._outgoing.append((data, future))
         try:
-            await ws.send_str(orjson.dumps({**frame, "ref": ref}).decode())
-            answer = await asyncio.wait_for(future, ACK_TIMEOUT)
+            answer = await future
         finally:
+            timer.cancel()
             self.pending.pop(ref, None)
         if answer.get("type") == "error":
             raise error_from(400, answer)
         task: Json = answer.get("task") or {}
         return task
+
+    def _flush(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send the frames of this loop turn as one message: alone, or as a JSON array (a
+        batch: the server answers each frame as if sent alone). Many short tasks finishing
+        together cost one write and one server wake-up."""
+        for batch in _batches(self._outgoing):
+            frames = [frame for frame, _ in batch]
+            payload = frames[0] if len(frames) == 1 else b"[" + b",".join(frames) + b"]"
+            sending = asyncio.ensure_future(ws.send_frame(payload, aiohttp.WSMsgType.TEXT))
+            sending.add_done_callback(functools.partial(_fail_unsent, batch=batch))
+        self._outgoing = []
 
     # the socket's life -------------------------------------------------------------------
 
@@ -137,7 +158,8 @@ class PushSession:
         self, ws: aiohttp.ClientWebSocketResponse, channels: list[str], ref: str
     ) -> bool:
         frame: Json = {"type": "subscribe", "ref": ref, "workerId": self.worker_id,
-                       "channels": channels, "capacity": self.worker.concurrency}  # fmt: skip
+                       "channels": channels,
+                       "capacity": self.worker.concurrency + self.worker.prefetch}  # fmt: skip
         if self.worker.lease_seconds is not None:
             frame["leaseSeconds"] = self.worker.lease_seconds
         await ws.send_str(orjson.dumps(frame).decode())
@@ -203,3 +225,37 @@ class PushSession:
     def use_poll(self, on: bool) -> None:
         for slot in self.slots:
             (slot.active.set if on else slot.active.clear)()
+
+
+def _time_out(future: asyncio.Future[Json]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("no answer over the socket"))
+
+
+def _batches(
+    outgoing: list[tuple[bytes, asyncio.Future[Json]]],
+) -> Iterator[list[tuple[bytes, asyncio.Future[Json]]]]:
+    """Consecutive runs of at most BATCH_FRAMES frames and BATCH_BYTES bytes (a bigger frame
+    goes alone): well inside the server's limits on frames and bytes per message."""
+    batch: list[tuple[bytes, asyncio.Future[Json]]] = []
+    size = 0
+    for item in outgoing:
+        if batch and (len(batch) == BATCH_FRAMES or size + len(item[0]) > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += len(item[0]) + 1
+    if batch:
+        yield batch
+
+
+def _fail_unsent(
+    sending: asyncio.Future[None], batch: list[tuple[bytes, asyncio.Future[Json]]]
+) -> None:
+    """A batch the socket could not take: its callers hear of it now (and retry over REST)."""
+    error = None if sending.cancelled() else sending.exception()
+    if error is None and not sending.cancelled():
+        return
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error or ConnectionResetError("socket closed"))

@@ -345,3 +345,32 @@ async def test_a_bug_while_handling_a_frame_is_answered_and_the_socket_lives(
     await ws.send_json({"type": "unsubscribe", "ref": "again"})
     assert (await frame(ws)) == {"type": "unsubscribed", "ref": "again"}
     await ws.close()
+
+
+async def test_a_batch_of_frames_is_answered_frame_by_frame(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api, capacity=3)
+    await add(api, gid, "a", "b", "c")
+    pushed = [(await frame(ws))["task"] for _ in range(3)]
+    releases: list[Any] = [
+        {"type": "release", "ref": i, "taskId": t["_id"], "leaseId": t["leaseId"], "output": i}
+        for i, t in enumerate(pushed)
+    ]
+    releases.insert(1, {"type": "release", "ref": "bad", "taskId": "nope"})  # one fails alone
+    await ws.send_json(releases)
+    answers = {a["ref"]: a for a in [await frame(ws) for _ in range(4)]}
+    assert answers["bad"]["type"] == "error" and answers["bad"]["status"] == 404
+    for i, t in enumerate(pushed):
+        assert answers[i]["type"] == "ack" and answers[i]["task"]["_id"] == t["_id"]
+        assert answers[i]["task"]["status"] == "completed" and answers[i]["task"]["output"] == i
+    await nothing(ws)
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+async def test_a_batch_holds_1_to_1000_frames(api: Api, size: int) -> None:
+    ws = await api.client.ws_connect(WS)
+    await ws.send_json([{"type": "watch", "all": True, "ref": i} for i in range(size)])
+    err = await frame(ws)
+    assert err["type"] == "error" and err["ref"] is None and "1 to 1000 frames" in err["message"]
+    await nothing(ws)
+    await ws.close()

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -134,3 +135,85 @@ async def test_a_task_outlasting_the_shutdown_timeout_is_released_as_an_error(
     stuck = await client.get_task(task["_id"])
     assert stuck["status"] == "delayed" and stuck["remainingAttempts"] == 4
     assert stuck["errors"][0]["type"] == "WorkerShutdown"
+
+
+class Prefetching(Worker):
+    """One execute at a time, three more tasks leased ahead; short leases, slow executes."""
+
+    channel = "prefetch"
+    concurrency = 1
+    prefetch = 3
+    lease_seconds = 0.6
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+
+    async def execute(self, input: Any, parents: list[Json]) -> Any:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.4)
+        self.running -= 1
+        return input
+
+
+async def test_prefetched_tasks_wait_for_a_slot_with_their_leases_kept(
+    client: Client, server_url: str, test_server: TestServer
+) -> None:
+    hub = test_server.app[HUB]
+    gid = (await client.create_group("prefetch"))["_id"]
+    worker = Prefetching()
+    async with Running([worker], server_url, poll=False):
+        await eventually(lambda: _subscribed(hub))
+        tasks = await client.add_tasks(
+            gid, [{"name": f"t{i}", "channel": "prefetch", "input": i} for i in range(5)]
+        )
+        await asyncio.sleep(0.2)
+        [sub] = [peer.sub for peer in hub.peers if peer.sub is not None]
+        assert sub.capacity == 4 and len(sub.held) == 4  # concurrency + prefetch leased at once
+        await client.wait(gid, poll=0.05, limit=10)
+    done = [await client.get_task(t["_id"]) for t in tasks]
+    assert [t["output"] for t in done] == list(range(5))
+    # the last prefetched task waited ~1.2 s, twice its lease: heartbeats kept it
+    assert all(t["errors"] == [] for t in done)
+    assert worker.most == 1
+
+
+async def _subscribed(hub: Any) -> bool:
+    return any(peer.sub is not None for peer in hub.peers)
+
+
+async def test_releases_of_one_loop_turn_travel_as_one_batch(
+    client: Client, server_url: str, test_server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = test_server.app[HUB]
+    messages: list[Any] = []
+    handle = type(hub).handle
+
+    def counting(self: Any, peer: Any, data: str | bytes) -> None:
+        messages.append(data)
+        handle(self, peer, data)
+
+    monkeypatch.setattr(type(hub), "handle", counting)
+    gid = (await client.create_group("batch"))["_id"]
+    worker = Gated()
+    worker.concurrency = 8
+    async with Running([worker], server_url, poll=False):
+        await eventually(lambda: _subscribed(hub))
+        await client.add_tasks(
+            gid, [{"name": f"t{i}", "channel": "gated", "input": i} for i in range(8)]
+        )
+        await eventually(lambda: _held(hub, 8))
+        messages.clear()
+        worker.gate.set()  # eight executes end in the same turn: one message, eight releases
+        await client.wait(gid, poll=0.05, limit=5)
+    batches = [orjson.loads(m) for m in messages]
+    carrying = [[f for f in (b if isinstance(b, list) else [b]) if f["type"] == "release"]
+                for b in batches]  # fmt: skip
+    carrying = [releases for releases in carrying if releases]
+    assert sum(map(len, carrying)) == 8
+    assert len(carrying) < 8  # not one message per release
+
+
+async def _held(hub: Any, n: int) -> bool:
+    return sum(len(peer.sub.held) for peer in hub.peers if peer.sub is not None) == n

@@ -261,3 +261,20 @@ def test_empty_file_is_a_new_store(sqlite_harness: SqliteHarness) -> None:
     sqlite_harness.path.touch()
     store = sqlite_harness.open_unstarted()
     assert list(store.load()) == []
+
+
+async def test_an_update_rewrites_its_row_in_place(sqlite_harness: SqliteHarness) -> None:
+    """Upserts, not REPLACE: an updated record keeps its row (REPLACE deletes and re-inserts,
+    touching about three times the pages per commit), so records load in first-write order."""
+    store = await sqlite_harness.open()
+    store.put("t:a", {"v": 1})
+    store.put("t:b", {"v": 1})
+    await store.sync()
+    sql = f"SELECT rowid FROM \"{store_module.TABLE}\" WHERE key = 't:a'"
+    row = await store._query(sql)
+    store.put("t:a", {"v": 2})
+    await store.sync()
+    assert await store._query(sql) == row
+    assert list(store.load()) == [("t:a", {"v": 2}), ("t:b", {"v": 1})]
+    store = await sqlite_harness.reopen(store)
+    assert list(store.load()) == [("t:a", {"v": 2}), ("t:b", {"v": 1})]
