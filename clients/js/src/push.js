@@ -12,6 +12,8 @@ const OPEN_TIMEOUT_MS = 10_000;
 const CALL_TIMEOUT_MS = 15_000;
 const NO_WEBSOCKET = new Set([404, 405, 501]); // e.g. Crew itself: long-poll for good
 const PING_EVERY_MS = 20_000; // a socket silent for two pings is dead (server vanished, no FIN)
+const BATCH_FRAMES = 500; // frames per batched message (the server takes up to 1,000)
+const BATCH_BYTES = 256 * 1024; // bytes per batched message (a bigger frame goes alone)
 
 export class PushSession {
   /** @param {import("./runner.js").ChannelRunner} runner */
@@ -78,7 +80,7 @@ export class PushSession {
       type: "subscribe",
       workerId: runner.workerId,
       channels: [runner.channel],
-      capacity: runner.concurrency,
+      capacity: runner.concurrency + runner.prefetch,
     };
     if (runner.worker.leaseSeconds) subscribe.leaseSeconds = runner.worker.leaseSeconds;
     return {
@@ -120,6 +122,7 @@ export class Socket {
     this.log = log;
     this.pending = new Map();
     this.nextRef = 0;
+    this.outgoing = []; // [text, onSendError] sent together at the end of this turn
     this.subscribed = false;
     this.settled = false;
     this.heard = true;
@@ -226,11 +229,45 @@ export class Socket {
         clearTimeout(timer);
         fn(value);
       };
+      const text = JSON.stringify({ type, ref, ...fields }); // throws here on a non-JSON output
       this.pending.set(ref, { resolve: done(resolve), reject: done(reject) });
-      this.ws.send(JSON.stringify({ type, ref, ...fields }), (err) => {
-        if (err && this.pending.delete(ref)) done(reject)(new CrewError(`ws send: ${err.message}`));
+      this.send(text, (err) => {
+        if (this.pending.delete(ref)) done(reject)(new CrewError(`ws send: ${err.message}`));
       });
     });
+  }
+
+  /**
+   * Queue a frame; the frames of one turn of the event loop leave as one message: alone, or
+   * as a JSON array (a batch, answered frame by frame), so many short tasks finishing together
+   * cost one write and one wake-up of the server.
+   */
+  send(text, onError) {
+    if (!this.outgoing.length) setImmediate(() => this.flush());
+    this.outgoing.push([text, onError]);
+  }
+
+  flush() {
+    const queued = this.outgoing;
+    this.outgoing = [];
+    let batch = [];
+    let size = 0;
+    const sendBatch = () => {
+      const texts = batch.map(([text]) => text);
+      const errors = batch.map(([, onError]) => onError);
+      const payload = texts.length === 1 ? texts[0] : `[${texts.join(",")}]`;
+      this.ws.send(payload, (err) => {
+        if (err) for (const onError of errors) onError(err);
+      });
+      batch = [];
+      size = 0;
+    };
+    for (const item of queued) {
+      if (batch.length && (batch.length === BATCH_FRAMES || size + item[0].length > BATCH_BYTES)) sendBatch();
+      batch.push(item);
+      size += item[0].length + 1;
+    }
+    if (batch.length) sendBatch();
   }
 
   close() {

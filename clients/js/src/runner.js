@@ -99,9 +99,27 @@ export class ChannelRunner {
     this.rt = rt;
     this.channel = worker.channel;
     this.concurrency = Math.max(1, Math.floor(worker.concurrency ?? 1));
+    this.prefetch = Math.max(0, Math.floor(worker.prefetch ?? 0));
     this.workerId = rt.workerId;
     this.inflight = new Set();
     this.waiters = [];
+    this.executing = 0; // executes running: at most `concurrency`, prefetched tasks wait
+    this.slotQueue = [];
+  }
+
+  /** Resolve once one of the `concurrency` execute slots is ours. */
+  takeSlot() {
+    if (this.executing < this.concurrency) {
+      this.executing++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.slotQueue.push(resolve));
+  }
+
+  freeSlot() {
+    const next = this.slotQueue.shift();
+    if (next) next();
+    else this.executing--;
   }
 
   async run() {
@@ -166,7 +184,10 @@ export class ChannelRunner {
     });
   }
 
-  /** Execute one leased task with heartbeats, release it, log one line. */
+  /**
+   * Wait for a slot, execute one leased task with heartbeats (from receipt: a prefetched task
+   * waiting for its slot keeps its lease too), release it, log one line.
+   */
   async runTask(task, parents, socket) {
     const started = performance.now();
     const lease = { task, socket, ctrl: new AbortController() };
@@ -174,6 +195,7 @@ export class ChannelRunner {
     let fields;
     let result;
     let failure;
+    await this.takeSlot();
     try {
       fields = releaseFields(await this.execute(task, parents, lease));
       result = "ok";
@@ -181,6 +203,7 @@ export class ChannelRunner {
       ({ fields, result } = errorFields(err));
       failure = `${fields.error.type}: ${fields.error.message}`;
     } finally {
+      this.freeSlot();
       stopBeat();
     }
     const delivered = await this.release(lease, fields);

@@ -16,7 +16,9 @@ export class Result {
 
 /**
  * Subclass and set `channel` (required), `concurrency` (tasks in flight, default 1) and
- * optionally `leaseSeconds` (default: the server's); implement `async execute(input, parents, ctx)`.
+ * optionally `leaseSeconds` (default: the server's) and `prefetch` (tasks leased ahead over the
+ * WebSocket, waiting for a free slot with their leases kept by heartbeats; default 0: raise it
+ * for many short tasks); implement `async execute(input, parents, ctx)`.
  *
  * `execute` returns a Result, or any other value as the output with no children. Throwing
  * RateLimited releases with an error and delays the workgroup; any other throw releases with
@@ -27,6 +29,7 @@ export class Worker {
   channel = "";
   concurrency = 1;
   leaseSeconds = undefined;
+  prefetch = 0;
 
   // eslint-disable-next-line no-unused-vars
   async execute(input, parents, ctx) {
