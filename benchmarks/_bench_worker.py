@@ -7,7 +7,8 @@ Runs one no-op :class:`~crew_aio.worker.Worker` with the SDK's ``run_workers`` u
 Prints ``READY`` on stdout once tasks can reach it (the socket is subscribed, or the long-poll
 loops started with ``--poll``), then writes its counters as JSON to STATS_PATH on exit:
 ``count``, ``first``/``last`` (``time.time()`` at the first/last ``execute`` start) and
-``starts`` (``[i, time]`` for tasks whose input carries an ``"i"``), ``released`` and
+``starts`` (``[i, time]`` for tasks whose input carries an ``"i"``), ``links`` (``[k, start,
+end]`` of ``execute`` for tasks whose input carries a ``"link"``), ``released`` and
 ``released_last`` (successful releases, and ``time.time()`` when the last one was answered).
 A task whose input carries ``"children"`` returns them as continuations.
 """
@@ -50,6 +51,7 @@ class Noop(Worker):
         self.first = 0.0
         self.last = 0.0
         self.starts: list[tuple[Any, float]] = []
+        self.links: list[tuple[Any, float, float]] = []
 
     async def execute(self, input: Any, parents: list[dict[str, Any]]) -> Any:
         now = time.time()
@@ -60,6 +62,8 @@ class Noop(Worker):
         if isinstance(input, dict):
             if "i" in input:
                 self.starts.append((input["i"], now))
+            if "link" in input:  # a chain: when this link started and when its execute ended
+                self.links.append((input["link"], now, time.time()))
             if "children" in input:
                 return Result(output=None, children=input["children"])
         return None
@@ -99,7 +103,7 @@ def main() -> None:
     run(run_workers([worker], args.url, poll=args.poll, shutdown_timeout=10.0))
     with open(args.stats, "w") as out:
         stats = {"count": worker.count, "first": worker.first, "last": worker.last,
-                 "starts": worker.starts, "released": RELEASED["count"],
+                 "starts": worker.starts, "links": worker.links, "released": RELEASED["count"],
                  "released_last": RELEASED["last"]}  # fmt: skip
         json.dump(stats, out)
 

@@ -1,23 +1,29 @@
 """Worker SDK against the real server, durable (SQLite WAL, synchronous=FULL), on this machine.
 
-    python -m benchmarks.workers [--pickups 500] [--tasks 20000] [--procs 2] [--concurrency 2]
-                                 [--dag-concurrency 8] [--parts 123]
+    python -m benchmarks.workers [--pickups 500] [--links 300] [--tasks 20000] [--procs 2]
+                                 [--concurrency 2] [--dag-concurrency 8] [--prefetch 64]
+                                 [--parts 123]
 
 Prints, after the machine facts (cores; one single-row SQLite commit with WAL + FULL):
 
-1. pickup latency with idle WebSocket workers: one worker process (concurrency 2) subscribed,
-   tasks created one at a time; from ``time.time()`` just before the create request is sent
-   (a push may arrive before the create's response) to ``time.time()`` at ``execute`` start in
-   the worker process (same machine, same clock).
+1. pickup latency with an idle WebSocket worker process (concurrency 2), two ways:
+   a. tasks created one at a time: from ``time.time()`` just before the create request is sent
+      (a push may arrive before the create's response) to ``time.time()`` at ``execute`` start
+      in the worker process (same machine, same clock); the create's round trip for comparison;
+   b. a chain of ``--links`` tasks, each the only parent of the next: from a link's ``execute``
+      returning to the next link's ``execute`` starting (the release's trip to the server, its
+      commit together with the child's lease, the push), both in the worker process.
 2. throughput of ``--procs`` worker processes x ``--concurrency`` on no-op tasks, over the
-   WebSocket and over REST long-poll: ``--tasks`` tasks pre-created in batches of 1,000 before
-   the workers start; from the first ``execute`` start to the last release's answer (both
-   ``time.time()`` in the worker processes; the end is awaited by polling ``GET /channels``).
+   WebSocket with SDK prefetch 0 and ``--prefetch``, and over REST long-poll: ``--tasks`` tasks
+   pre-created in batches of 1,000 before the workers start; from the first ``execute`` start to
+   the last release's answer (both ``time.time()`` in the worker processes; the end is awaited by
+   polling ``GET /channels``).
 3. the 1,102-task DAG (root -> 100 children -> 10 each -> one join over all 1,000), run by
-   ``--procs`` WebSocket worker processes x ``--dag-concurrency``, in two shapes: created as one
-   batch DAG with pseudo-ids, and created by the root's release as continuations. The end is
-   seen by a long-poll acquire on a probe task whose only parent is the join: it is answered
-   when the join's completion is committed (1,103 tasks in all; the probe is not run).
+   ``--procs`` WebSocket worker processes x ``--concurrency`` and ``--dag-concurrency`` (prefetch
+   0), and x ``--concurrency`` with ``--prefetch``, in two shapes: created as one batch DAG with
+   pseudo-ids, and created by the root's release as continuations. The end is seen by a
+   long-poll acquire on a probe task whose only parent is the join: it is answered when the
+   join's completion is committed (1,103 tasks in all; the probe is not run).
 
 Each part starts its own server (fresh data directory) and worker processes, and reports the
 server's CPU seconds over the part (from /proc/PID/stat). Every wait is bounded.
@@ -133,12 +139,17 @@ class WorkerProcs:
 
 @contextlib.asynccontextmanager
 async def server_and_workers(
-    channel: str, n: int, concurrency: int, poll: bool = False, start_workers: bool = True
+    channel: str,
+    n: int,
+    concurrency: int,
+    poll: bool = False,
+    start_workers: bool = True,
+    prefetch: int = 0,
 ) -> AsyncIterator[tuple[ServerProcess, WorkerProcs, Client]]:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data")
         url, _ = server.start()
-        workers = WorkerProcs(Path(tmp), url, channel, n, concurrency, poll)
+        workers = WorkerProcs(Path(tmp), url, channel, n, concurrency, poll, prefetch)
         try:
             async with Client(url) as client:
                 if start_workers:
@@ -204,6 +215,36 @@ async def pickup(count: int) -> None:
           f"p50 {pct(create, 50):.2f} ms, p99 {pct(create, 99):.2f} ms")  # fmt: skip
 
 
+async def chain_pickup(links: int) -> None:
+    """A chain (each task the only parent of the next) run by one idle WebSocket worker: from
+    a link's ``execute`` returning (its output makes the next one ready once the release is
+    in) to the next link's ``execute`` starting, in the same process."""
+    async with server_and_workers("chain", 1, 2) as (_, workers, client):
+        gid = (await client.create_group("chain"))["_id"]
+        specs: list[dict[str, Any]] = [
+            {"_child_id": f"l{k}", "name": f"l{k}", "channel": "chain", "input": {"link": k}}
+            | ({"_parent_ids": [f"l{k - 1}"]} if k else {})
+            for k in range(links)
+        ]
+        await client.add_tasks(gid, specs)
+        deadline = time.monotonic() + PART_TIMEOUT
+        while time.monotonic() < deadline:
+            if (await client.get_group(gid))["counts"]["completed"] == links:
+                break
+            await asyncio.sleep(0.05)
+        stats = await workers.stop()
+    runs = {k: (start, end) for k, start, end in stats[0]["links"]} if stats else {}
+    lat = [(runs[k][0] - runs[k - 1][1]) * 1000 for k in range(21, links)
+           if k in runs and k - 1 in runs]  # fmt: skip
+    if len(lat) < links - 21:
+        print(f"pickup (chain): only {len(runs)} of {links} links ran within the time limit")
+        return
+    print(f"pickup (chain): {links} links, 1 idle WS worker process: a parent's execute returns "
+          f"-> its child's execute starts: p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
+          f"max {max(lat):.2f} ms (the release's trip, its commit with the child's lease, "
+          f"the push)")  # fmt: skip
+
+
 # 2. throughput -------------------------------------------------------------------------------
 
 
@@ -230,11 +271,11 @@ async def wait_completed(client: Client, channel: str, n: int) -> int:
     return completed
 
 
-async def throughput(n: int, procs: int, concurrency: int, poll: bool) -> None:
-    mode = "REST long-poll" if poll else "WS"
-    async with server_and_workers("noop", procs, concurrency, poll, start_workers=False) as (
-        server, workers, client,
-    ):  # fmt: skip
+async def throughput(n: int, procs: int, concurrency: int, poll: bool, prefetch: int = 0) -> None:
+    mode = "REST long-poll" if poll else f"WS prefetch {prefetch}"
+    async with server_and_workers(
+        "noop", procs, concurrency, poll, start_workers=False, prefetch=prefetch
+    ) as (server, workers, client):
         gid = (await client.create_group("throughput"))["_id"]
         rate = await precreate(client, gid, "noop", n)
         await workers.start()
@@ -293,9 +334,13 @@ def dag_specs(channel: str, continuation: bool) -> list[dict[str, Any]]:
     return specs
 
 
-async def dag(procs: int, concurrency: int, continuation: bool, runs: int = 3) -> None:
+async def dag(
+    procs: int, concurrency: int, continuation: bool, prefetch: int = 0, runs: int = 3
+) -> None:
     shape = "root's release creates the rest" if continuation else "one batch DAG"
-    async with server_and_workers("dag", procs, concurrency) as (server, _, client):
+    async with server_and_workers("dag", procs, concurrency, prefetch=prefetch) as (
+        server, _, client,
+    ):  # fmt: skip
         times, cpus = [], []
         for run in range(runs):
             gid = (await client.create_group(f"dag{run}"))["_id"]
@@ -318,24 +363,29 @@ async def dag(procs: int, concurrency: int, continuation: bool, runs: int = 3) -
             assert counts["completed"] == 1102, counts
     runs_ms = ", ".join(f"{t * 1000:.0f}" for t in times)
     print(f"dag ({shape}): 1,102 tasks, {procs} WS worker processes x concurrency "
-          f"{concurrency}: submit -> join completed {min(times) * 1000:.0f} ms best of "
-          f"{runs} (runs: {runs_ms} ms; target <= 300 ms); server CPU "
-          f"{statistics.mean(cpus):.2f} s per run")  # fmt: skip
+          f"{concurrency} prefetch {prefetch}: submit -> join completed "
+          f"{min(times) * 1000:.0f} ms best of {runs} (runs: {runs_ms} ms; target <= 300 ms); "
+          f"server CPU {statistics.mean(cpus):.2f} s per run")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
 
 
 async def run(args: argparse.Namespace) -> None:
+    prefetches = list(dict.fromkeys((0, args.prefetch)))
     if "1" in args.parts:
         await pickup(args.pickups)
+        await chain_pickup(args.links)
     if "2" in args.parts:
-        await throughput(args.tasks, args.procs, args.concurrency, poll=False)
+        for prefetch in prefetches:
+            await throughput(args.tasks, args.procs, args.concurrency, False, prefetch)
         await throughput(args.tasks, args.procs, args.concurrency, poll=True)
     if "3" in args.parts:
-        for concurrency in dict.fromkeys((args.concurrency, args.dag_concurrency)):
-            await dag(args.procs, concurrency, continuation=False)
-            await dag(args.procs, concurrency, continuation=True)
+        shapes = [(args.concurrency, 0), (args.dag_concurrency, 0)]
+        shapes += [(args.concurrency, p) for p in prefetches if p]
+        for concurrency, prefetch in dict.fromkeys(shapes):
+            await dag(args.procs, concurrency, continuation=False, prefetch=prefetch)
+            await dag(args.procs, concurrency, continuation=True, prefetch=prefetch)
 
 
 def main() -> None:
@@ -346,6 +396,13 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--dag-concurrency", type=int, default=8)
+    ap.add_argument(
+        "--prefetch",
+        type=int,
+        default=64,
+        help="SDK prefetch of the extra WS runs (every part also runs prefetch 0)",
+    )
+    ap.add_argument("--links", type=int, default=300, help="tasks in the pickup chain")
     ap.add_argument("--parts", default="123", help="which parts to run, e.g. 13")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; one "
