@@ -10,7 +10,8 @@ loops started with ``--poll``), then writes its counters as JSON to STATS_PATH o
 ``starts`` (``[i, time]`` for tasks whose input carries an ``"i"``), ``links`` (``[k, start,
 end]`` of ``execute`` for tasks whose input carries a ``"link"``), ``released`` and
 ``released_last`` (successful releases, and ``time.time()`` when the last one was answered).
-A task whose input carries ``"children"`` returns them as continuations.
+A task whose input carries ``"dag": CHANNEL`` returns the 1,101 tasks under the root of the
+benchmark's DAG as its continuations (:func:`dag_specs`), built here as a real worker would.
 """
 
 from __future__ import annotations
@@ -42,6 +43,25 @@ def count_releases() -> None:
     LeaseRunner.run = timed  # type: ignore[method-assign]
 
 
+def dag_specs(channel: str, continuation: bool) -> list[dict[str, Any]]:
+    """Root, 100 children, 1,000 grandchildren, the join, the probe (channel ``probe``).
+    With ``continuation`` the list has no root: the root's release creates it."""
+    specs: list[dict[str, Any]] = []
+    if not continuation:
+        specs.append({"_child_id": "r", "name": "root", "channel": channel})
+    up = {} if continuation else {"_parent_ids": ["r"]}
+    grand = []
+    for c in range(100):
+        specs.append({"_child_id": f"c{c}", "name": f"c{c}", "channel": channel, **up})
+        for g in range(10):
+            grand.append(f"g{c}.{g}")
+            specs.append({"_child_id": grand[-1], "name": grand[-1], "channel": channel,
+                          "_parent_ids": [f"c{c}"]})  # fmt: skip
+    specs.append({"_child_id": "j", "name": "join", "channel": channel, "_parent_ids": grand})
+    specs.append({"name": "probe", "channel": "probe", "_parent_ids": ["j"]})
+    return specs
+
+
 class Noop(Worker):
     def __init__(self, channel: str, concurrency: int, prefetch: int) -> None:
         self.channel = channel
@@ -64,8 +84,8 @@ class Noop(Worker):
                 self.starts.append((input["i"], now))
             if "link" in input:  # a chain: when this link started and when its execute ended
                 self.links.append((input["link"], now, time.time()))
-            if "children" in input:
-                return Result(output=None, children=input["children"])
+            if "dag" in input:
+                return Result(output=None, children=dag_specs(input["dag"], continuation=True))
         return None
 
 

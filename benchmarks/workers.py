@@ -21,7 +21,8 @@ Prints, after the machine facts (cores; one single-row SQLite commit with WAL + 
 3. the 1,102-task DAG (root -> 100 children -> 10 each -> one join over all 1,000), run by
    ``--procs`` WebSocket worker processes x ``--concurrency`` and ``--dag-concurrency`` (prefetch
    0), and x ``--concurrency`` with ``--prefetch``, in two shapes: created as one batch DAG with
-   pseudo-ids, and created by the root's release as continuations. The end is seen by a
+   pseudo-ids, and created by the root's release as continuations (the worker that runs the
+   root builds the 1,101 specs, as a real worker would). The end is seen by a
    long-poll acquire on a probe task whose only parent is the join: it is answered when the
    join's completion is committed (1,103 tasks in all; the probe is not run).
 
@@ -47,6 +48,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks._bench_worker import dag_specs
 from benchmarks._server import ServerProcess
 from crew_aio.client import Client
 
@@ -315,25 +317,6 @@ async def throughput(n: int, procs: int, concurrency: int, poll: bool, prefetch:
 # 3. the DAG --------------------------------------------------------------------------------
 
 
-def dag_specs(channel: str, continuation: bool) -> list[dict[str, Any]]:
-    """Root, 100 children, 1,000 grandchildren, the join, the probe (channel ``probe``).
-    With ``continuation`` the list has no root: the root's release creates it."""
-    specs: list[dict[str, Any]] = []
-    if not continuation:
-        specs.append({"_child_id": "r", "name": "root", "channel": channel})
-    up = {} if continuation else {"_parent_ids": ["r"]}
-    grand = []
-    for c in range(100):
-        specs.append({"_child_id": f"c{c}", "name": f"c{c}", "channel": channel, **up})
-        for g in range(10):
-            grand.append(f"g{c}.{g}")
-            specs.append({"_child_id": grand[-1], "name": grand[-1], "channel": channel,
-                          "_parent_ids": [f"c{c}"]})  # fmt: skip
-    specs.append({"_child_id": "j", "name": "join", "channel": channel, "_parent_ids": grand})
-    specs.append({"name": "probe", "channel": "probe", "_parent_ids": ["j"]})
-    return specs
-
-
 async def dag(
     procs: int, concurrency: int, continuation: bool, prefetch: int = 0, runs: int = 3
 ) -> None:
@@ -344,10 +327,9 @@ async def dag(
         times, cpus = [], []
         for run in range(runs):
             gid = (await client.create_group(f"dag{run}"))["_id"]
-            specs = dag_specs("dag", continuation)
-            body: Any = specs
-            if continuation:
-                body = {"name": "root", "channel": "dag", "input": {"children": specs}}
+            body: Any = dag_specs("dag", continuation=False)
+            if continuation:  # the worker builds the children, as a real continuation would
+                body = {"name": "root", "channel": "dag", "input": {"dag": "dag"}}
             probe = asyncio.create_task(
                 client.acquire("probe", "bench", wait_seconds=PART_TIMEOUT / 2)
             )

@@ -164,8 +164,66 @@ _OPTIONAL: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def task_to_record(task: Task) -> dict[str, Any]:
-    """Every persisted field of ``task`` that differs from its default; times as epoch seconds."""
+def task_to_record(task: Task) -> dict[str, Any]:  # noqa: C901 (unrolled on purpose)
+    """Every persisted field of ``task`` that differs from its default; times as epoch seconds.
+
+    Hot (every touched task of every change): spelled out field by field, ~3x the speed of a
+    loop over ``_OPTIONAL``, which stays the reference (tests check the two agree).
+    """
+    t = task
+    record: dict[str, Any] = {
+        "_id": t.id,
+        "taskGroupId": t.group_id,
+        "name": t.name,
+        "channel": t.channel,
+        "createdAt": t.created_at,
+        "updatedAt": t.updated_at,
+    }
+    if t.workgroup is not None:
+        record["workgroup"] = t.workgroup
+    if t.key is not None:
+        record["key"] = t.key
+    if t.remaining_attempts != 5 or type(t.remaining_attempts) is not int:
+        record["remainingAttempts"] = t.remaining_attempts
+    if t.max_attempts != 5 or type(t.max_attempts) is not int:
+        record["maxAttempts"] = t.max_attempts
+    if t.is_paused is not False:
+        record["isPaused"] = t.is_paused
+    if t.is_complete is not False:
+        record["isComplete"] = t.is_complete
+    if t.priority != 0 or type(t.priority) is not int:
+        record["priority"] = t.priority
+    if t.run_after is not None:
+        record["runAfter"] = t.run_after
+    if t.progress_weight != 1.0 or type(t.progress_weight) is not float:
+        record["progressWeight"] = t.progress_weight
+    if t.is_seed is not False:
+        record["isSeed"] = t.is_seed
+    if t.error_delay != 30.0 or type(t.error_delay) is not float:
+        record["errorDelayInSeconds"] = t.error_delay
+    if t.input is not None:
+        record["input"] = t.input
+    if t.output is not None:
+        record["output"] = t.output
+    if t.errors:
+        record["errors"] = t.errors
+    if t.completed_at is not None:
+        record["completedAt"] = t.completed_at
+    if t.parent_ids:
+        record["parentIds"] = t.parent_ids
+    if t.assigned_to is not None:
+        record["assignedTo"] = t.assigned_to
+    if t.assigned_at is not None:
+        record["assignedAt"] = t.assigned_at
+    if t.lease_id is not None:
+        record["leaseId"] = t.lease_id
+    if t.lease_expires_at is not None:
+        record["leaseExpiresAt"] = t.lease_expires_at
+    return record
+
+
+def task_to_record_reference(task: Task) -> dict[str, Any]:
+    """:func:`task_to_record` as a loop over the field table (the reference for tests)."""
     record = {wire: getattr(task, attr) for attr, wire in _REQUIRED}
     for attr, wire, default in _OPTIONAL:
         value = getattr(task, attr)

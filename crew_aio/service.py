@@ -106,6 +106,7 @@ class Service:
         self.dispatcher = Dispatcher(self._lease_for)
         self._polls: set[_Poll] = set()
         self.draining = False
+        self._id_staged = engine.last_id  # the id mark staged last (or loaded)
 
     def drain(self) -> None:
         """Stop handing out tasks (shutdown): acquires answer empty, long polls end now."""
@@ -122,7 +123,9 @@ class Service:
                 store.delete(f"t:{tid}")
             else:
                 store.put(f"t:{tid}", task_to_record(t))
-        store.put(ID_MARK, {"last": engine.last_id})
+        if engine.last_id != self._id_staged:  # new ids only: a release issues none
+            self._id_staged = engine.last_id
+            store.put(ID_MARK, {"last": self._id_staged})
         for gid in change.groups:
             g = engine.groups.get(gid)
             if g is None:

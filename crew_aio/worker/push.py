@@ -58,7 +58,9 @@ class PushSession:
         self.backoff = Backoff(initial=0.2, cap=10.0)
         self._refs = itertools.count(1)
         self._drained = asyncio.Event()
-        self._outgoing: list[tuple[bytes, asyncio.Future[Json]]] = []  # sent at the turn's end
+        self._outgoing: list[tuple[bytes, asyncio.Future[Json]]] = []  # frames not yet sent
+        self._flush_scheduled = False
+        self._unanswered = 0  # frames sent whose answer (or failure) has not come
 
     # Transport: over the socket while it is up, else REST ----------------------------------
 
@@ -86,9 +88,8 @@ class PushSession:
         future: asyncio.Future[Json] = loop.create_future()
         self.pending[ref] = future
         timer = loop.call_later(ACK_TIMEOUT, _time_out, future)  # cheaper than wait_for
-        if not self._outgoing:
-            loop.call_soon(self._flush, ws)
         self._outgoing.append((data, future))
+        self._schedule_flush(loop)
         try:
             answer = await future
         finally:
@@ -99,16 +100,38 @@ class PushSession:
         task: Json = answer.get("task") or {}
         return task
 
-    def _flush(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Send the frames of this loop turn as one message: alone, or as a JSON array (a
-        batch: the server answers each frame as if sent alone). Many short tasks finishing
-        together cost one write and one server wake-up."""
-        for batch in _batches(self._outgoing):
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send what is queued at the end of this loop turn, unless an earlier message is still
+        unanswered: then at its last answer (Nagle's rule, clocked by the server's answers).
+        One task at a time goes out at once; many short ones go out as few messages."""
+        if self._outgoing and not self._flush_scheduled and not self._unanswered:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send the queued frames as one message: alone, or as a JSON array (a batch: the
+        server answers each frame as if sent alone)."""
+        self._flush_scheduled = False
+        queued = [item for item in self._outgoing if not item[1].done()]
+        self._outgoing = []
+        ws = self.ws
+        if ws is None or ws.closed:  # the socket went: the callers retry over REST
+            for _, future in queued:
+                future.set_exception(ConnectionResetError("socket closed"))
+            return
+        for batch in _batches(queued):
             frames = [frame for frame, _ in batch]
             payload = frames[0] if len(frames) == 1 else b"[" + b",".join(frames) + b"]"
             sending = asyncio.ensure_future(ws.send_frame(payload, aiohttp.WSMsgType.TEXT))
             sending.add_done_callback(functools.partial(_fail_unsent, batch=batch))
-        self._outgoing = []
+            self._unanswered += len(batch)
+            for _, future in batch:
+                future.add_done_callback(self._answered)
+
+    def _answered(self, _: asyncio.Future[Json]) -> None:
+        self._unanswered -= 1
+        if not self._unanswered:
+            self._schedule_flush(asyncio.get_running_loop())
 
     # the socket's life -------------------------------------------------------------------
 

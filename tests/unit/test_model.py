@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crew_aio.model import Task, format_time, task_from_json, task_from_record, task_to_record
+from crew_aio.model import (
+    Task,
+    format_time,
+    task_from_json,
+    task_from_record,
+    task_to_record,
+    task_to_record_reference,
+)
 
 
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
@@ -40,3 +47,45 @@ def test_record_round_trip_keeps_every_persisted_field_and_no_runtime_one() -> N
         "_id": "b", "taskGroupId": "g", "name": "n", "channel": "c", "createdAt": 0.0,
         "updatedAt": 0.0,
     }  # fmt: skip
+
+
+_maybe = st.none() | st.text(max_size=3)
+_times = st.none() | st.floats(0, 4e9)
+
+
+@given(
+    st.builds(
+        Task,
+        id=st.text(min_size=1, max_size=3),
+        group_id=st.just("g"),
+        name=st.text(max_size=3),
+        channel=st.just("c"),
+        workgroup=_maybe,
+        key=_maybe,
+        remaining_attempts=st.integers(0, 6),
+        max_attempts=st.integers(0, 6),
+        is_paused=st.booleans(),
+        is_complete=st.booleans(),
+        priority=st.integers(-1, 1),
+        run_after=_times,
+        progress_weight=st.sampled_from([0.0, 1.0, 2.5]),
+        is_seed=st.booleans(),
+        error_delay=st.sampled_from([0.0, 30.0, 1.5]),
+        input=st.none() | st.integers() | st.dictionaries(st.text(max_size=2), st.integers()),
+        output=st.none() | st.just(0) | st.lists(st.integers(), max_size=2),
+        errors=st.lists(st.text(max_size=2), max_size=2),
+        created_at=st.floats(0, 4e9),
+        updated_at=st.floats(0, 4e9),
+        completed_at=_times,
+        parent_ids=st.lists(st.text(max_size=2), max_size=2).map(tuple),
+        assigned_to=_maybe,
+        assigned_at=_times,
+        lease_id=_maybe,
+        lease_expires_at=_times,
+        children=st.none() | st.lists(st.text(max_size=2), max_size=2),
+        pending_parents=st.integers(0, 2),
+        queued=st.booleans(),
+    )
+)
+def test_the_spelled_out_record_matches_the_field_table(task: Task) -> None:
+    assert task_to_record(task) == task_to_record_reference(task)
