@@ -107,18 +107,27 @@ class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
 def format_time(when: float | None) -> str | None:
     """Epoch seconds → ``2026-11-28T04:15:03.123Z`` (None stays None).
 
-    Hot: a dozen calls per task rendered. The seconds part comes from a dict of recent seconds;
-    like datetime, the value is rounded to the microsecond, then cut to the millisecond.
+    Hot: a dozen calls per task rendered, mostly of a few recent values (a change stamps
+    ``updatedAt``, ``assignedAt`` and the like with one ``now``): those come from a small dict.
+    Like datetime, the value is rounded to the microsecond, then cut to the millisecond.
     """
     if when is None:
         return None
+    text = _RECENT.get(when)
+    if text is not None:
+        return text
     frac, whole = math.modf(when)  # the split datetime.fromtimestamp makes, to match it exactly
     micros = round(frac * 1e6)
     seconds = int(whole) + micros // 1_000_000
     head = _SECONDS.get(seconds) or _second(seconds)
-    return head + _MILLIS[(micros % 1_000_000) // 1000]
+    text = head + _MILLIS[(micros % 1_000_000) // 1000]
+    if len(_RECENT) >= 512:
+        _RECENT.clear()
+    _RECENT[when] = text
+    return text
 
 
+_RECENT: dict[float, str] = {}  # epoch seconds → text, for the values rendered last
 _SECONDS: dict[int, str] = {}  # epoch second → "2026-11-28T04:15:03." (bounded: see _second)
 _MILLIS = [f"{ms:03d}Z" for ms in range(1000)]
 
@@ -265,6 +274,9 @@ def group_from_record(record: dict[str, Any]) -> TaskGroup:
     )
 
 
+_STATUS_TEXT = {status: status.value for status in Status}  # .value is a slow descriptor
+
+
 def task_to_api(task: Task, status: Status) -> dict[str, Any]:
     """The Task object of API.md (Crew v1 fields plus our extensions)."""
     return {
@@ -290,7 +302,7 @@ def task_to_api(task: Task, status: Status) -> dict[str, Any]:
         "parentIds": list(task.parent_ids),
         "assignedTo": task.assigned_to,
         "assignedAt": format_time(task.assigned_at),
-        "status": status.value,
+        "status": _STATUS_TEXT[status],
         "leaseId": task.lease_id,
         "leaseExpiresAt": format_time(task.lease_expires_at),
         "updatedAt": format_time(task.updated_at),

@@ -64,6 +64,7 @@ class State:
         self.leases: list[tuple[float, str, str]] = []
         self._last_ms = 0
         self._seq = 0
+        self._last_id = f"{0:024x}"
         self._ch = Change()
 
     # ids ---------------------------------------------------------------------------------
@@ -74,12 +75,13 @@ class State:
             self._last_ms, self._seq = ms, 0
         else:
             self._seq += 1
-        return f"{self._last_ms:012x}{self._seq:012x}"
+        self._last_id = f"{self._last_ms:012x}{self._seq:012x}"
+        return self._last_id
 
     @property
     def last_id(self) -> str:
         """The highest id issued so far (persisted, so no id repeats after a restart)."""
-        return f"{self._last_ms:012x}{self._seq:012x}"
+        return self._last_id
 
     def observe_id(self, ident: str) -> None:
         """Keep new ids above one loaded from the store."""
@@ -89,6 +91,7 @@ class State:
             return
         if (ms, seq) > (self._last_ms, self._seq):
             self._last_ms, self._seq = ms, seq
+            self._last_id = f"{ms:012x}{seq:012x}"
 
     # lookups -----------------------------------------------------------------------------
     def task(self, task_id: str) -> Task:
