@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -14,6 +16,7 @@ from crew_aio.worker import RateLimited, Result, Worker
 from crew_aio.worker.api import outcome
 from crew_aio.worker.backoff import Backoff
 from crew_aio.worker.lease import seconds_left
+from crew_aio.worker.push import PushSession
 
 
 def test_backoff_grows_to_its_cap_with_jitter() -> None:
@@ -97,3 +100,41 @@ def test_worker_command_rejects_bad_targets(target: str) -> None:
     result = CliRunner().invoke(main, ["worker", target])
     assert result.exit_code == 2
     assert "WORKERS" in result.output
+
+
+class _Socket:
+    """What PushSession needs of a client WebSocket: the messages it was sent."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def send_frame(self, payload: bytes, opcode: Any) -> None:
+        self.sent.append(orjson.loads(payload))
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_frames_wait_while_a_message_is_unanswered_then_go_together() -> None:
+    stop, hard, give_up = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    session = PushSession(Worker(), Client("http://127.0.0.1:9"), "w", stop, hard, give_up)
+    ws = _Socket()
+    session.ws = ws  # type: ignore[assignment]
+    first = asyncio.create_task(session.release("a", {"output": 1}))
+    await _settle()
+    assert [m["taskId"] for m in ws.sent] == ["a"]  # nothing in flight: it goes at once
+    later = [asyncio.create_task(session.release(t, {"output": 2})) for t in ("b", "c")]
+    await _settle()
+    assert len(ws.sent) == 1  # "a" is unanswered: "b" and "c" wait
+    session._on_frame({"type": "ack", "ref": ws.sent[0]["ref"], "task": {"_id": "a"}})
+    assert await first == {"_id": "a"}
+    await _settle()
+    assert [[f["taskId"] for f in m] for m in ws.sent[1:]] == [["b", "c"]]  # one batch
+    for frame in ws.sent[1]:
+        session._on_frame({"type": "ack", "ref": frame["ref"], "task": {"_id": frame["taskId"]}})
+    assert [await t for t in later] == [{"_id": "b"}, {"_id": "c"}]
+    await session.client.close()
