@@ -213,13 +213,13 @@ async def listing_response(request: web.Request, listing: Listing) -> web.Stream
     return response
 
 
-async def create_tasks(request: web.Request) -> web.Response:
+async def create_tasks(request: web.Request) -> web.StreamResponse:
     data = await read_json(request)
     gid = request.match_info["id"]
     if isinstance(data, list):
         svc(request).check_batch(len(data))  # before checking (and building) every entry
         bodies = convert(data, list[p.TaskChildBody])
-        return json_response(await svc(request).create_tasks(gid, bodies))
+        return await listing_response(request, await svc(request).create_listing(gid, bodies))
     body = convert(data, p.TaskChildBody)
     return json_response((await svc(request).create_tasks(gid, [body]))[0])
 

@@ -225,6 +225,24 @@ class Service:
         tasks, ch = self.engine.create_tasks(group_id, specs, self.clock.now())
         return await self._done(ch, [self.task_json(t) for t in tasks])
 
+    async def create_listing(self, group_id: str, bodies: Sequence[p.CreateTaskBody]) -> Listing:
+        """:meth:`create_tasks` for a batch of any size, holding the loop for the engine step
+        only (it and its staging stay one step: nothing may commit in between). The specs are
+        built a chunk at a time before it (they only read the request); the created tasks are
+        snapshot as created and rendered a chunk at a time after the commit."""
+        self.check_batch(len(bodies))
+        chunk = Listing.CHUNK
+        specs: list[TaskSpec] = []
+        for start in range(0, len(bodies), chunk):
+            if start:
+                await asyncio.sleep(0)
+            part = bodies[start : start + chunk]
+            specs += [self.spec(b, i) for i, b in enumerate(part, start)]
+        now = self.clock.now()
+        tasks, ch = self.engine.create_tasks(group_id, specs, now)
+        listing = Listing([(copy_struct(t), self.engine.status(t, now)) for t in tasks])
+        return await self._done(ch, listing)
+
     def spec(self, body: p.CreateTaskBody, index: int) -> TaskSpec:
         """A validated request entry → the engine's TaskSpec."""
         child = body if isinstance(body, p.TaskChildBody) else None

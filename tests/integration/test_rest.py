@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from crew_aio.http_api import SERVICE
-from crew_aio.service import Listing
+from crew_aio.service import Listing, Service
 from tests.integration.conftest import T0, Api, ApiFactory
 
 V1 = "/api/v1"
@@ -360,3 +360,41 @@ async def test_a_big_listing_is_streamed_in_chunks_as_one_snapshot(
     assert listed == [{**t, "updatedAt": listed[i]["updatedAt"]} for i, t in enumerate(created)]
     small = await api.get(f"{V1}/channel/c/tasks?limit=2")  # not streamed: one body
     assert [t["name"] for t in small] == ["t0", "t1"]
+
+
+async def test_a_big_create_yields_while_building_and_answers_the_tasks_as_created(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch past Listing.CHUNK entries: its specs are built a chunk at a time (the loop runs
+    other work in between), the engine step is one, and the answer shows every task as created,
+    streamed, even though a waiting worker leased the first one within the same step."""
+    monkeypatch.setattr(Listing, "CHUNK", 3)
+    assert api.client.app is not None
+    service = api.client.app[SERVICE]
+    spec, built = Service.spec, []
+
+    def counting(self: Service, body: Any, index: int) -> Any:
+        built.append(index)
+        return spec(self, body, index)
+
+    monkeypatch.setattr(Service, "spec", counting)
+    ticks: list[int] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(len(built))
+            await asyncio.sleep(0)
+
+    gid = await api.group()
+    poll = asyncio.create_task(api.acquire("c", worker="w", waitSeconds=5))
+    await asyncio.sleep(0.05)  # the long poll waits in the channel's queue
+    tick = asyncio.create_task(ticker())
+    created = await api.post(f"{V1}/task_group/{gid}/tasks",
+                             [{"name": f"t{i}", "channel": "c"} for i in range(8)])  # fmt: skip
+    tick.cancel()
+    assert {3, 6} <= set(ticks)  # other work ran between the chunks of specs
+    assert [t["name"] for t in created] == [f"t{i}" for i in range(8)]
+    assert {t["status"] for t in created} == {"ready"} and created[0]["assignedTo"] is None
+    leased = (await poll)["task"]
+    assert leased["_id"] == created[0]["_id"] and leased["assignedTo"] == "w"
+    assert service.engine.tasks[created[0]["_id"]].assigned_to == "w"
