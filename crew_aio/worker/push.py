@@ -38,7 +38,7 @@ SUBSCRIBE_TIMEOUT: Final = 10.0
 HEARTBEAT: Final = 20.0
 NO_WEBSOCKET: Final = frozenset({404, 405, 501})
 BATCH_FRAMES: Final = 500  # frames per message (the server takes up to 1,000)
-BATCH_BYTES: Final = 256 * 1024  # bytes per batched message (the server's limit is 1 MiB+)
+BATCH_BYTES: Final = 256 * 1024  # bytes per batched message (the server's default: 16 MiB)
 
 
 class PushSession:
@@ -68,7 +68,7 @@ class PushSession:
         ws = self.ws
         if ws is None or ws.closed:
             return await self.client.release(task_id, body)
-        return await self._call(ws, {"type": "release", "taskId": task_id, **body})
+        return await self._call({"type": "release", "taskId": task_id, **body})
 
     async def extend(
         self, task_id: str, worker_id: str, lease_id: str | None, lease_seconds: float | None
@@ -79,9 +79,10 @@ class PushSession:
         frame: Json = {"type": "extend", "taskId": task_id, "workerId": worker_id}
         frame |= {"leaseId": lease_id} if lease_id is not None else {}
         frame |= {"leaseSeconds": lease_seconds} if lease_seconds is not None else {}
-        return await self._call(ws, frame)
+        return await self._call(frame)
 
-    async def _call(self, ws: aiohttp.ClientWebSocketResponse, frame: Json) -> Json:
+    async def _call(self, frame: Json) -> Json:
+        """Queue ``frame`` for the socket (see :meth:`_schedule_flush`); its ack's task."""
         ref = f"r{next(self._refs)}"
         data = orjson.dumps({**frame, "ref": ref})  # here, so the caller sees a JSON error
         loop = asyncio.get_running_loop()
