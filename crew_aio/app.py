@@ -14,7 +14,7 @@ from aiohttp import web
 from crew_aio.clock import Clock, SystemClock
 from crew_aio.config import ExitCode, Settings
 from crew_aio.engine import Engine
-from crew_aio.http_api import HEALTH, SERVICE, WS_PATH, setup_routes
+from crew_aio.http_api import CLEAN, HEALTH, SERVICE, WS_PATH, setup_routes
 from crew_aio.loopmon import LOOP_MONITOR, LoopMonitor
 from crew_aio.middleware import auth_middleware, error_middleware
 from crew_aio.service import Limits, Service, StoreLike
@@ -59,6 +59,8 @@ def create_app(
     )
     setup_routes(app)
     app.router.add_get(WS_PATH, ws_handler)
+    age = settings.expired_group_interval_days * 86400
+    app[CLEAN] = (settings.clean_expired_groups, age, settings.clean_batch_size)
     app.cleanup_ctx.append(_lifecycle(settings, store, clock or SystemClock()))
     app.cleanup_ctx.append(_loop_monitor)  # after the load at boot: it measures serving
     return app

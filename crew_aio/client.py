@@ -142,6 +142,7 @@ class Client:
         return result
 
     async def list_tasks(self, group_id: str) -> list[Json]:
+        """Every task of the group, newest first (Crew's order)."""
         result: list[Json] = await self.request("GET", f"{API}/task_group/{group_id}/tasks")
         return result
 

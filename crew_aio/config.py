@@ -136,6 +136,12 @@ class Settings:
         check=positive,
         doc="Idle days after which a group counts as expired.",
     )
+    clean_batch_size: int = _setting(
+        20,
+        "CREW_CLEAN_BATCH_SIZE",
+        check=positive,
+        doc="Most groups one POST /api/v1/clean deletes (its ?batch= overrides it).",
+    )
     max_body_bytes: int = _setting(
         16 * 1024 * 1024,
         "CREW_MAX_BODY_BYTES",

@@ -132,7 +132,10 @@ def _deep_field(path: list[str | int], prefix: str) -> str | None:
 
 
 def page(request: web.Request, default_limit: int | None) -> tuple[int | None, int]:
-    def number(name: str, default: int | None) -> int | None:
+    """``limit`` and ``skip`` as Crew reads them: a ``limit`` of 0 (MongoDB: no limit) or
+    below (Crew: "all") means every item; ``None`` is returned for "no limit"."""
+
+    def number(name: str, default: int | None, low: int) -> int | None:
         text = request.query.get(name)
         if text is None or text == "":
             return default
@@ -140,11 +143,12 @@ def page(request: web.Request, default_limit: int | None) -> tuple[int | None, i
             value = int(text)
         except ValueError:
             raise Invalid(f"{name} must be a whole number", field=name) from None
-        if not 0 <= value <= p.MAX_PAGE:
-            raise Invalid(f"{name} must be between 0 and {p.MAX_PAGE}", field=name)
+        if not low <= value <= p.MAX_PAGE:
+            raise Invalid(f"{name} must be between {low} and {p.MAX_PAGE}", field=name)
         return value
 
-    return number("limit", default_limit), number("skip", 0) or 0
+    limit = number("limit", default_limit, -p.MAX_PAGE)
+    return (None if limit is not None and limit <= 0 else limit), number("skip", 0, 0) or 0
 
 
 def svc(request: web.Request) -> Service:
@@ -233,12 +237,13 @@ async def resume_group(request: web.Request) -> web.Response:
 
 
 async def retry_group(request: web.Request) -> web.Response:
-    body = await parse(request, p.RetryBody, optional=True)
+    body = await parse(request, p.AttemptsBody, optional=True)
     return json_response(await svc(request).retry_group(request.match_info["id"], body))
 
 
 async def reset_group(request: web.Request) -> web.Response:
-    return json_response(await svc(request).reset_group(request.match_info["id"]))
+    body = await parse(request, p.AttemptsBody, optional=True)
+    return json_response(await svc(request).reset_group(request.match_info["id"], body))
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -255,11 +260,12 @@ async def delete_task(request: web.Request) -> web.Response:
 
 
 async def reset_task(request: web.Request) -> web.Response:
-    return json_response(await svc(request).reset_task(request.match_info["id"]))
+    body = await parse(request, p.AttemptsBody, optional=True)
+    return json_response(await svc(request).reset_task(request.match_info["id"], body))
 
 
 async def retry_task(request: web.Request) -> web.Response:
-    body = await parse(request, p.RetryBody, optional=True)
+    body = await parse(request, p.AttemptsBody, optional=True)
     return json_response(await svc(request).retry_task(request.match_info["id"], body))
 
 
@@ -305,6 +311,85 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(document(ROUTES))
 
 
+CLEAN = web.AppKey("clean", tuple)  # (expired-group cleanup on?, age in seconds, batch size)
+
+
+def _batch(request: web.Request, default: int) -> int:
+    text = request.query.get("batch") or ""
+    if not text:
+        return default
+    if not text.isdigit() or not 0 < int(text) <= p.MAX_PAGE:
+        raise Invalid(f"batch must be a whole number from 1 to {p.MAX_PAGE}", field="batch")
+    return int(text)
+
+
+async def clean(request: web.Request) -> web.Response:
+    """Crew's cron endpoint: delete up to ``batch`` expired groups (when cleanup is on)."""
+    enabled, age, batch = request.app[CLEAN]
+    limit = _batch(request, batch)
+    if enabled:
+        await svc(request).clean_expired_groups(age, limit)
+    return json_response({"success": True})
+
+
+async def bootstrap(request: web.Request) -> web.Response:
+    """Crew's cron endpoint that re-announces ready tasks to its messengers: crew_aio hands a
+    task out the moment it is ready, so there is nothing to catch up; answered as Crew does."""
+    _batch(request, 100)
+    return json_response({"success": True})
+
+
+async def sync(request: web.Request) -> web.Response:
+    """Crew's cron endpoint that repairs stale ``parentsComplete`` flags: crew_aio updates a
+    child in the same commit as its last parent, so there is nothing to repair."""
+    _batch(request, 100)
+    return json_response({"success": True})
+
+
+_HOME = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>crew_aio</title></head>
+<body><p>Hi! I'm crew_aio, a Crew v1 compatible task server. Use my
+<a href="./api-docs/">API</a> (<a href="./api/v1/openapi.json">OpenAPI document</a>),
+a Crew UI, or <code>crew-aio</code> on the command line to see what is going on.</p></body></html>
+"""
+
+_API_DOCS = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>crew_aio API</title>
+<link rel="stylesheet" href="static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="static/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({url: "../api/v1/openapi.json", dom_id: "#swagger-ui"});
+</script>
+</body></html>
+"""
+
+
+async def home(request: web.Request) -> web.Response:
+    return web.Response(body=_HOME, content_type="text/html")
+
+
+async def api_docs(request: web.Request) -> web.Response:
+    """Swagger UI over our OpenAPI document; its assets are served from the installed
+    ``swagger-ui-bundle`` package, never a CDN."""
+    if not request.path.endswith("/"):
+        raise web.HTTPFound(request.path + "/")
+    return web.Response(body=_API_DOCS, content_type="text/html")
+
+
+_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png")
+
+
+async def api_docs_asset(request: web.Request) -> web.StreamResponse:
+    """One of the few Swagger UI files the page loads (no directory is served)."""
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    name = request.match_info["name"]
+    if name not in _ASSETS:
+        raise web.HTTPNotFound()
+    return web.FileResponse(swagger_ui_path / name)
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
@@ -315,6 +400,7 @@ class Route:
     response: Any = None
     scope: str = "admin"  # "public" | "worker" | "admin"
     query: tuple[str, ...] = ()
+    any_method: bool = False  # served for every method, as Crew's router.all (listed as POST)
 
 
 V1 = "/api/v1"
@@ -324,6 +410,8 @@ TASK = f"{V1}/task/{{id}}"
 PAGE = ("limit", "skip")
 
 ROUTES: tuple[Route, ...] = (
+    Route("GET", "/", home, "a page pointing to the API documents", None, None, "public"),
+    Route("GET", "/api-docs", api_docs, "Swagger UI over this document", None, None, "public"),
     Route("GET", "/healthz", healthz, "store writable", None, p.HealthOut, "public"),
     Route("GET", f"{V1}/openapi.json", openapi, "this document", None, None, "public"),
     Route("GET", f"{V1}/task_groups", list_groups, "groups, newest first", None,
@@ -334,7 +422,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", GROUP, get_group, "read a group", None, p.TaskGroupOut),
     Route("PUT", GROUP, update_group, "rename or pause a group", p.UpdateGroupBody,
           p.TaskGroupOut),
-    Route("DELETE", GROUP, delete_group, "delete a group and its tasks", None, p.TaskGroupOut),
+    Route("DELETE", GROUP, delete_group, "delete a group and its tasks", None, p.DeletedOut),
     Route("GET", f"{GROUP}/tasks", group_tasks, "tasks of a group", None, list[p.TaskOut],
           query=PAGE),
     Route("POST", f"{GROUP}/tasks", create_tasks,
@@ -342,18 +430,21 @@ ROUTES: tuple[Route, ...] = (
           p.TaskChildBody | list[p.TaskChildBody], p.TaskOut | list[p.TaskOut]),
     Route("POST", f"{GROUP}/pause", pause_group, "pause a group", None, p.TaskGroupOut),
     Route("POST", f"{GROUP}/resume", resume_group, "resume a group", None, p.TaskGroupOut),
-    Route("POST", f"{GROUP}/retry", retry_group, "failed tasks get attempts again",
-          p.RetryBody, p.TaskGroupOut),
-    Route("POST", f"{GROUP}/reset", reset_group, "make the group look never run", None,
+    Route("POST", f"{GROUP}/retry", retry_group,
+          "failed tasks get attempts again (remainingAttempts, default 2)", p.AttemptsBody,
+          p.TaskGroupOut),
+    Route("POST", f"{GROUP}/reset", reset_group,
+          "make the group look never run (remainingAttempts, default 5)", p.AttemptsBody,
           p.TaskGroupOut),
     Route("GET", TASK, get_task, "read a task", None, p.TaskOut),
     Route("PUT", TASK, update_task, "edit a task's editable fields", p.UpdateTaskBody, p.TaskOut),
     Route("DELETE", TASK, delete_task, "delete a task and its descendants", None, p.DeletedOut),
-    Route("POST", f"{TASK}/reset", reset_task, "make a task look never run", None, p.TaskOut),
-    Route("POST", f"{TASK}/retry", retry_task, "give a task attempts again", p.RetryBody,
+    Route("POST", f"{TASK}/reset", reset_task,
+          "make a task look never run (remainingAttempts, default 2)", p.AttemptsBody, p.TaskOut),
+    Route("POST", f"{TASK}/retry", retry_task, "set a task's attempts (default 2)",
+          p.AttemptsBody, p.TaskOut),
+    Route("POST", f"{TASK}/pluck", pluck, "copy a task into a new paused group; the copy", None,
           p.TaskOut),
-    Route("POST", f"{TASK}/pluck", pluck, "copy a task into a new paused group", None,
-          p.TaskGroupOut),
     Route("GET", f"{V1}/channels", channels, "per-channel counters", None, list[p.ChannelOut]),
     Route("GET", f"{V1}/channel/{{id}}/tasks", channel_tasks, "tasks of a channel", None,
           list[p.TaskOut], query=PAGE),
@@ -363,9 +454,20 @@ ROUTES: tuple[Route, ...] = (
           p.TaskOut, "worker"),
     Route("POST", f"{TASK}/extend", extend, "renew a lease (heartbeat)", p.ExtendBody, p.TaskOut,
           "worker"),
+    Route("POST", f"{V1}/clean", clean, "delete expired groups (Crew's cron; any method)", None,
+          p.SuccessOut, query=("batch",), any_method=True),
+    Route("POST", f"{V1}/bootstrap", bootstrap, "Crew's cron: nothing to do here (any method)",
+          None, p.SuccessOut, query=("batch",), any_method=True),
+    Route("POST", f"{V1}/sync", sync, "Crew's cron: nothing to do here (any method)", None,
+          p.SuccessOut, query=("batch",), any_method=True),
 )  # fmt: skip
 
 
 def setup_routes(app: web.Application) -> None:
+    """Every route, with and without a trailing slash (Express, Crew's router, takes both)."""
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        method = "*" if route.any_method else route.method
+        app.router.add_route(method, route.path, route.handler)
+        if route.path != "/":
+            app.router.add_route(method, route.path + "/", route.handler)
+    app.router.add_get("/api-docs/static/{name}", api_docs_asset)

@@ -68,7 +68,11 @@ def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
             return await handler(request)
         route = request.match_info.route
         path = route.resource.canonical if route.resource is not None else request.path
+        if path.endswith("/") and path != "/":  # every route is served with a trailing "/" too
+            path = path[:-1]
         need = _SCOPES.get((request.method, path), "admin")
+        if path.startswith("/api-docs"):  # Swagger UI's assets, public like the document
+            need = "public"
         if need == "public":
             return await handler(request)
         header = request.headers.get("Authorization")

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "Label",
     "Status",
     "Task",
     "TaskGroup",
@@ -30,6 +31,10 @@ __all__ = [
     "task_to_api",
     "task_to_record",
 ]
+
+
+Label = str | int | float
+"""A task's name, key or workgroup, or a group's name: Crew keeps a number as it was sent."""
 
 
 class Status(enum.StrEnum):
@@ -47,7 +52,7 @@ class Status(enum.StrEnum):
 @dataclass(slots=True, eq=False)
 class TaskGroup:
     id: str
-    name: str
+    name: Label
     is_paused: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -74,19 +79,21 @@ class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
 
     id: str
     group_id: str
-    name: str
+    name: Label
     channel: str
-    workgroup: str | None = None
-    key: str | None = None
+    workgroup: Label | None = None
+    key: Label | None = None
     remaining_attempts: int = 5
     max_attempts: int = 5
-    is_paused: bool = False
     is_complete: bool = False
-    priority: int = 0
+    # Crew's stored ``parentsComplete`` of a task with no parents: true only when it was
+    # created with a ``parentIds`` list, false again after a group reset
+    parents_complete: bool = False
+    priority: int | float = 0
     run_after: float | None = None
-    progress_weight: float = 1.0
+    progress_weight: int | float = 1
     is_seed: bool = False
-    error_delay: float = 30.0
+    error_delay: int | float = 30
     input: Any = None
     output: Any = None
     errors: list[Any] = msgspec.field(default_factory=list)
@@ -98,6 +105,11 @@ class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
     assigned_at: float | None = None
     lease_id: str | None = None
     lease_expires_at: float | None = None
+    # the worker and lease that held the task last: set when its lease expires (that worker's
+    # late success is still taken while nobody else leased the task) and when it completes (a
+    # repeated release must come from the same lease)
+    held_by: str | None = None
+    held_lease: str | None = None
     # runtime only: never written to a record (see task_to_record), rebuilt at load
     children: list[str] | None = None
     pending_parents: int = 0
@@ -154,13 +166,13 @@ _OPTIONAL: tuple[tuple[str, str, Any], ...] = (
     ("key", "key", None),
     ("remaining_attempts", "remainingAttempts", 5),
     ("max_attempts", "maxAttempts", 5),
-    ("is_paused", "isPaused", False),
     ("is_complete", "isComplete", False),
+    ("parents_complete", "parentsComplete", False),
     ("priority", "priority", 0),
     ("run_after", "runAfter", None),
-    ("progress_weight", "progressWeight", 1.0),
+    ("progress_weight", "progressWeight", 1),
     ("is_seed", "isSeed", False),
-    ("error_delay", "errorDelayInSeconds", 30.0),
+    ("error_delay", "errorDelayInSeconds", 30),
     ("input", "input", None),
     ("output", "output", None),
     ("errors", "errors", []),
@@ -170,6 +182,8 @@ _OPTIONAL: tuple[tuple[str, str, Any], ...] = (
     ("assigned_at", "assignedAt", None),
     ("lease_id", "leaseId", None),
     ("lease_expires_at", "leaseExpiresAt", None),
+    ("held_by", "heldBy", None),
+    ("held_lease", "heldLease", None),
 )
 
 
@@ -196,19 +210,19 @@ def task_to_record(task: Task) -> dict[str, Any]:  # noqa: C901 (unrolled on pur
         record["remainingAttempts"] = t.remaining_attempts
     if t.max_attempts != 5 or type(t.max_attempts) is not int:
         record["maxAttempts"] = t.max_attempts
-    if t.is_paused is not False:
-        record["isPaused"] = t.is_paused
     if t.is_complete is not False:
         record["isComplete"] = t.is_complete
+    if t.parents_complete is not False:
+        record["parentsComplete"] = t.parents_complete
     if t.priority != 0 or type(t.priority) is not int:
         record["priority"] = t.priority
     if t.run_after is not None:
         record["runAfter"] = t.run_after
-    if t.progress_weight != 1.0 or type(t.progress_weight) is not float:
+    if t.progress_weight != 1 or type(t.progress_weight) is not int:
         record["progressWeight"] = t.progress_weight
     if t.is_seed is not False:
         record["isSeed"] = t.is_seed
-    if t.error_delay != 30.0 or type(t.error_delay) is not float:
+    if t.error_delay != 30 or type(t.error_delay) is not int:
         record["errorDelayInSeconds"] = t.error_delay
     if t.input is not None:
         record["input"] = t.input
@@ -228,6 +242,10 @@ def task_to_record(task: Task) -> dict[str, Any]:  # noqa: C901 (unrolled on pur
         record["leaseId"] = t.lease_id
     if t.lease_expires_at is not None:
         record["leaseExpiresAt"] = t.lease_expires_at
+    if t.held_by is not None:
+        record["heldBy"] = t.held_by
+    if t.held_lease is not None:
+        record["heldLease"] = t.held_lease
     return record
 
 
@@ -277,8 +295,11 @@ def group_from_record(record: dict[str, Any]) -> TaskGroup:
 _STATUS_TEXT = {status: status.value for status in Status}  # .value is a slow descriptor
 
 
-def task_to_api(task: Task, status: Status) -> dict[str, Any]:
-    """The Task object of API.md (Crew v1 fields plus our extensions)."""
+def task_to_api(task: Task, status: Status, paused: bool) -> dict[str, Any]:
+    """The Task object: Crew's Task document, every field in its order, then our extensions.
+
+    ``paused`` is the group's: a task's ``isPaused`` mirrors its group, as Crew keeps it.
+    """
     return {
         "_id": task.id,
         "taskGroupId": task.group_id,
@@ -287,8 +308,8 @@ def task_to_api(task: Task, status: Status) -> dict[str, Any]:
         "workgroup": task.workgroup,
         "key": task.key,
         "remainingAttempts": task.remaining_attempts,
-        "isPaused": task.is_paused,
-        "parentsComplete": task.pending_parents == 0,
+        "isPaused": paused,
+        "parentsComplete": task.pending_parents == 0 if task.parent_ids else task.parents_complete,
         "isComplete": task.is_complete,
         "priority": task.priority,
         "runAfter": format_time(task.run_after),
@@ -302,6 +323,8 @@ def task_to_api(task: Task, status: Status) -> dict[str, Any]:
         "parentIds": list(task.parent_ids),
         "assignedTo": task.assigned_to,
         "assignedAt": format_time(task.assigned_at),
+        "executeMessageId": None,  # Crew's Cloud Tasks messengers: not served (README)
+        "examineMessageId": None,
         "status": _STATUS_TEXT[status],
         "leaseId": task.lease_id,
         "leaseExpiresAt": format_time(task.lease_expires_at),

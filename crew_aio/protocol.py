@@ -6,6 +6,8 @@ OpenAPI document from them. The SDKs use the same field names. No server interna
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,6 +19,7 @@ __all__ = [
     "MAX_FRAMES",
     "MAX_PAGE",
     "AcquireBody",
+    "AttemptsBody",
     "CreateGroupBody",
     "CreateTaskBody",
     "ExtendBody",
@@ -33,7 +36,11 @@ __all__ = [
     "UpdateGroupBody",
     "UpdateTaskBody",
     "WatchFrame",
+    "crew_time",
+    "js_or",
+    "js_truthy",
     "nesting_path",
+    "parse_int",
     "to_epoch",
 ]
 
@@ -56,67 +63,200 @@ Attempts = Annotated[int, Meta(ge=0, le=1_000_000)]
 Priority = Annotated[int, Meta(ge=-(2**53), le=2**53)]
 Seconds = Annotated[float, Meta(ge=0, le=10 * 365 * 86400)]
 Weight = Annotated[float, Meta(ge=0, le=1e12)]
-# ISO-8601 string or epoch milliseconds, rendered back as ISO-8601: years 0001 .. 9999 (UTC)
+# a time (runAfter) is an ISO-8601 string or epoch milliseconds, rendered back as ISO-8601, so it
+# must fall in the years 0001 .. 9999 (UTC): see crew_time
 MIN_TIME = -62_135_596_800.0  # 0001-01-01T00:00:00Z, epoch seconds
 MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z
-When = datetime | Annotated[float, Meta(ge=0, le=MAX_TIME * 1000)]
 
 
 class _Body(Struct, rename="camel", kw_only=True):
     """Unknown fields are ignored, as Crew clients send extras."""
 
 
+# Crew reads its bodies with JavaScript: ``data.key || null``, ``parseInt(x || '2')``. These
+# helpers give a validated value the same meaning, so a Crew client sees Crew's behaviour.
+
+
+def js_truthy(value: Any) -> bool:
+    """JavaScript truthiness of a JSON value: ``{}`` and ``[]`` are true, ``0`` and ``""`` not."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, dict | list):
+        return True
+    return bool(value)
+
+
+def js_or(value: Any, default: Any) -> Any:
+    """``value || default``, a whole number as an integer (see :func:`js_number`)."""
+    return js_number(value) if js_truthy(value) else default
+
+
+def js_number(value: Any) -> Any:
+    """A number as JavaScript writes it back: ``2.0`` is ``2``; anything else unchanged."""
+    if type(value) is float and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
+def whole(name: str, value: float) -> int:
+    """An integer field sent as ``2`` or ``2.0`` → 2; ``2.5`` is refused naming the field."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"`{name}` must be a whole number")
+        return int(value)
+    return value
+
+
+_LEADING_INT = re.compile(r"\s*([+-]?\d+)")
+
+
+def parse_int(name: str, value: Any) -> int | None:
+    """Crew's ``parseInt(value || default)`` → the number, or None where Crew takes the default
+    (a falsy value); what parseInt cannot read (NaN) or a negative count is refused."""
+    if not js_truthy(value):
+        return None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int | float):
+        number = int(value) if math.isfinite(value) else None
+    elif isinstance(value, str):
+        m = _LEADING_INT.match(value)
+        number = int(m.group(1)) if m and len(m.group(1)) <= 16 else None
+    else:
+        number = None
+    if number is None or not 0 <= number <= 1_000_000:
+        raise ValueError(f"`{name}` must be a whole number from 0 to 1000000")
+    return number
+
+
+def crew_time(name: str, value: Any) -> float | None:
+    """A ``runAfter`` as Crew takes it: falsy → none; an ISO-8601 string; or (ours) epoch
+    milliseconds. Returned as epoch seconds, within the years 0001..9999."""
+    if not js_truthy(value):
+        return None
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"`{name}` must be an ISO-8601 time or epoch milliseconds") from None
+        seconds = to_epoch(when)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value) / 1000.0
+    else:
+        raise ValueError(f"`{name}` must be an ISO-8601 time or epoch milliseconds")
+    if seconds is None or not MIN_TIME <= seconds <= MAX_TIME:
+        raise ValueError(f"`{name}` must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
+    return seconds
+
+
+# a name, key or workgroup: Crew stores a number (an ad-account id) as it came
+Scalar = Annotated[str, Meta(max_length=1024)] | int | float
+Label = Name | int | float
+Count = Annotated[int, Meta(ge=0, le=1_000_000)] | Annotated[float, Meta(ge=0, le=1_000_000)]
+Number = Annotated[int, Meta(ge=-(2**53), le=2**53)] | Annotated[float, Meta(ge=-(2**53), le=2**53)]
+Span = Annotated[int, Meta(ge=0, le=10 * 365 * 86400)] | Seconds
+Amount = Annotated[int, Meta(ge=0, le=10**12)] | Weight
+
+
 class CreateGroupBody(_Body):
-    name: Name
-    is_paused: bool = False
+    name: Label
+    is_paused: Any = False
+
+    def __post_init__(self) -> None:
+        self.name = js_number(self.name)
+        self.is_paused = js_truthy(self.is_paused)
 
 
 class UpdateGroupBody(_Body):
-    name: Name | UnsetType = UNSET
-    is_paused: bool | UnsetType = UNSET
+    """Crew renames only: an ``isPaused`` here is ignored (pause and resume have routes)."""
+
+    name: Label | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        self.name = js_number(self.name)
 
 
 class CreateTaskBody(_Body):
-    name: Name
+    """A task as Crew's ``fromData`` reads it (``||`` defaults, numbers kept as sent). An
+    ``isPaused`` is ignored: a task is paused exactly when its group is."""
+
+    name: Label
     channel: Channel
-    workgroup: Key | None = None
-    key: Key | None = None
-    remaining_attempts: Attempts = 5
-    priority: Priority = 0
-    run_after: When | None = None
-    progress_weight: Weight = 1.0
-    is_seed: bool = False
-    error_delay_in_seconds: Seconds = 30.0
+    workgroup: Scalar | None = None
+    key: Scalar | None = None
+    remaining_attempts: Count | None = None
+    priority: Number | None = None
+    run_after: Any = None
+    progress_weight: Amount | None = None
+    is_seed: Any = False
+    error_delay_in_seconds: Span | None = 30
     input: Any = None
-    is_paused: bool = False
-    parent_ids: list[Id] = []
+    parent_ids: list[Id] | None = None
 
     def __post_init__(self) -> None:
-        _check_time("runAfter", self.run_after)
+        self.workgroup = js_or(self.workgroup, None)
+        self.key = js_or(self.key, None)
+        self.remaining_attempts = whole("remainingAttempts", js_or(self.remaining_attempts, 5))
+        self.priority = js_or(self.priority, 0)
+        self.progress_weight = js_or(self.progress_weight, 1)
+        self.is_seed = js_truthy(self.is_seed)
+        self.name = js_number(self.name)
+        self.error_delay_in_seconds = js_number(self.error_delay_in_seconds or 0)
+        self.input = js_or(self.input, None)
+        self.run_after = crew_time("runAfter", self.run_after)
+
+
+# a pseudo-id: Crew's TaskChild type has numbers (0, 1, 2...); strings work too. Compared as
+# JavaScript's === does: 1 and 1.0 are one id, 1 and "1" are two.
+PseudoId = Annotated[str, Meta(max_length=1024)] | int | float
 
 
 class TaskChildBody(CreateTaskBody):
-    child_id: Key | None = field(default=None, name="_child_id")
-    parent_pseudo_ids: list[Key] | None = field(default=None, name="_parent_ids")
+    child_id: PseudoId | None = field(default=None, name="_child_id")
+    parent_pseudo_ids: list[PseudoId] | None = field(default=None, name="_parent_ids")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.child_id = js_number(self.child_id)  # 1.0 and 1 are one id, as in JavaScript
+        if self.parent_pseudo_ids is not None:
+            self.parent_pseudo_ids = [js_number(x) for x in self.parent_pseudo_ids]
 
 
 class UpdateTaskBody(_Body):
-    name: Name | UnsetType = UNSET
+    """Crew's ``$set`` of the editable fields; the fields Crew refuses to change (``isPaused``,
+    ``isComplete``, ``output``, ``errors``, ``assignedTo``...) are ignored, as Crew ignores them.
+    ``parentIds`` re-links the task (crew-ui's edit form sends it)."""
+
+    name: Label | UnsetType = UNSET
     channel: Channel | UnsetType = UNSET
-    workgroup: Key | UnsetType | None = UNSET
-    key: Key | UnsetType | None = UNSET
-    remaining_attempts: Attempts | UnsetType = UNSET
-    priority: Priority | UnsetType = UNSET
-    run_after: When | UnsetType | None = UNSET
-    progress_weight: Weight | UnsetType = UNSET
-    is_seed: bool | UnsetType = UNSET
-    is_paused: bool | UnsetType = UNSET
-    error_delay_in_seconds: Seconds | UnsetType = UNSET
+    workgroup: Scalar | UnsetType | None = UNSET
+    key: Scalar | UnsetType | None = UNSET
+    remaining_attempts: Count | UnsetType = UNSET
+    priority: Number | UnsetType | None = UNSET
+    run_after: Any = UNSET
+    progress_weight: Amount | UnsetType = UNSET
+    is_seed: Any = UNSET
+    error_delay_in_seconds: Span | UnsetType | None = UNSET
     input: Any | UnsetType = UNSET
+    parent_ids: list[Id] | UnsetType = UNSET
 
     def __post_init__(self) -> None:
+        for name in ("name", "priority", "progress_weight", "error_delay_in_seconds"):
+            setattr(self, name, js_number(getattr(self, name)))
+        if not isinstance(self.workgroup, UnsetType):
+            self.workgroup = js_or(self.workgroup, None)
+        if not isinstance(self.key, UnsetType):
+            self.key = js_or(self.key, None)
+        if not isinstance(self.remaining_attempts, UnsetType):
+            self.remaining_attempts = whole("remainingAttempts", self.remaining_attempts)
+        if self.priority is None:
+            self.priority = 0
+        if self.error_delay_in_seconds is None:
+            self.error_delay_in_seconds = 0
+        if not isinstance(self.is_seed, UnsetType):
+            self.is_seed = js_truthy(self.is_seed)
         if not isinstance(self.run_after, UnsetType):
-            _check_time("runAfter", self.run_after)
+            self.run_after = crew_time("runAfter", self.run_after)
 
 
 class AcquireBody(_Body):
@@ -127,14 +267,27 @@ class AcquireBody(_Body):
 
 
 class ReleaseBody(_Body):
+    """Crew's release: ``error || null``, ``output || null``, ``children || []``; a falsy
+    ``error`` (``""``: ``str()`` of a bare Python exception) is a success."""
+
     worker_id: WorkerId
     lease_id: Id | None = None
     output: Any = None
     error: Any = None
     # msgspec checks the length before converting any entry: a huge list costs no Structs
     children: Annotated[list[TaskChildBody], Meta(max_length=MAX_CHILDREN)] | None = None
-    workgroup_delay_in_seconds: Seconds = 0.0
-    children_delay_in_seconds: Seconds = 0.0
+    workgroup_delay_in_seconds: Span | None = 0
+    children_delay_in_seconds: Span | None = 0
+
+    def __post_init__(self) -> None:
+        if self.error is not None and not js_truthy(self.error):
+            self.error = None
+        if self.output is not None and not js_truthy(self.output):
+            self.output = None
+        if self.workgroup_delay_in_seconds is None:
+            self.workgroup_delay_in_seconds = 0
+        if self.children_delay_in_seconds is None:
+            self.children_delay_in_seconds = 0
 
 
 class ExtendBody(_Body):
@@ -143,8 +296,21 @@ class ExtendBody(_Body):
     lease_seconds: Annotated[float, Meta(gt=0)] | None = None
 
 
-class RetryBody(_Body):
-    remaining_attempts: Attempts = 2
+class AttemptsBody(_Body):
+    """``remainingAttempts`` of retry and reset, read as Crew's ``parseInt(x || default)``:
+    None here means "the route's default" (2 for retry and task reset, 5 for group reset)."""
+
+    remaining_attempts: Any = None
+
+    def __post_init__(self) -> None:
+        self.remaining_attempts = parse_int("remainingAttempts", self.remaining_attempts)
+
+    def attempts(self, default: int) -> int:
+        value = self.remaining_attempts
+        return default if value is None else int(value)
+
+
+RetryBody = AttemptsBody  # the name the SDKs and the OpenAPI document used
 
 
 def nesting_path(value: Any, limit: int = MAX_DEPTH) -> list[str | int] | None:
@@ -190,14 +356,6 @@ def _first_deep_path(value: Any, limit: int) -> list[str | int]:
     raise AssertionError("no path deeper than the limit")  # pragma: no cover
 
 
-def _check_time(name: str, value: datetime | float | None) -> None:
-    """A time must render back as ISO-8601 (msgspec turns the ValueError into a 400 whose
-    message starts with the field's name in backticks)."""
-    seconds = to_epoch(value)
-    if seconds is not None and not MIN_TIME <= seconds <= MAX_TIME:
-        raise ValueError(f"`{name}` must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
-
-
 def to_epoch(value: datetime | float | None) -> float | None:
     """API time input → epoch seconds: an aware/naive-UTC datetime, or epoch milliseconds."""
     if value is None:
@@ -213,21 +371,23 @@ def to_epoch(value: datetime | float | None) -> float | None:
 
 
 class TaskOut(Struct):
+    """Crew's Task document (every field, in its order), then ours."""
+
     _id: str
     taskGroupId: str
-    name: str
+    name: str | int | float
     channel: str
-    workgroup: str | None
-    key: str | None
+    workgroup: str | int | float | None
+    key: str | int | float | None
     remainingAttempts: int
     isPaused: bool
     parentsComplete: bool
     isComplete: bool
-    priority: int
+    priority: int | float
     runAfter: str | None
-    progressWeight: float
+    progressWeight: int | float
     isSeed: bool
-    errorDelayInSeconds: float
+    errorDelayInSeconds: int | float
     input: Any
     output: Any
     errors: list[Any]
@@ -235,6 +395,8 @@ class TaskOut(Struct):
     parentIds: list[str]
     assignedTo: str | None
     assignedAt: str | None
+    executeMessageId: None
+    examineMessageId: None
     status: str
     leaseId: str | None
     leaseExpiresAt: str | None
@@ -244,7 +406,7 @@ class TaskOut(Struct):
 
 class TaskGroupOut(Struct):
     _id: str
-    name: str
+    name: str | int | float
     isPaused: bool
     createdAt: str
     updatedAt: str
@@ -280,7 +442,15 @@ class CountOut(Struct):
 
 
 class DeletedOut(Struct):
-    deleted: list[str]
+    """MongoDB's delete result, as Crew answers it; ``deleted`` (ours) lists every task id."""
+
+    acknowledged: bool
+    deletedCount: int
+    deleted: list[str] | UnsetType = UNSET
+
+
+class SuccessOut(Struct):
+    success: bool
 
 
 class LoopLagOut(Struct):

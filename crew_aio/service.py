@@ -61,7 +61,7 @@ class Listing:
 
     CHUNK = 500
 
-    def __init__(self, items: list[tuple[Task, Status]]) -> None:
+    def __init__(self, items: list[tuple[Task, Status, bool]]) -> None:
         self.items = items
 
     def __len__(self) -> int:
@@ -70,7 +70,7 @@ class Listing:
     def chunks(self) -> Iterator[list[Json]]:
         items = self.items
         for i in range(0, len(items), self.CHUNK):
-            yield [task_to_api(t, status) for t, status in items[i : i + self.CHUNK]]
+            yield [task_to_api(*item) for item in items[i : i + self.CHUNK]]
 
 
 class _Poll:
@@ -148,7 +148,16 @@ class Service:
         return answer
 
     def task_json(self, t: Task) -> Json:
-        return task_to_api(t, self.engine.status(t, self.clock.now()))
+        engine = self.engine
+        paused = engine.groups[t.group_id].is_paused
+        return task_to_api(t, engine.status(t, self.clock.now()), paused)
+
+    def _snapshot(self, tasks: list[Task], now: float) -> Listing:
+        """Tasks as they are now (shallow copies), to render later."""
+        engine, groups = self.engine, self.engine.groups
+        return Listing(
+            [(copy_struct(t), engine.status(t, now), groups[t.group_id].is_paused) for t in tasks]
+        )
 
     def group_json(self, g: TaskGroup) -> Json:
         e = self.engine
@@ -177,10 +186,7 @@ class Service:
 
     async def update_group(self, group_id: str, body: p.UpdateGroupBody) -> Json:
         name = None if isinstance(body.name, p.UnsetType) else body.name
-        paused = None if isinstance(body.is_paused, p.UnsetType) else body.is_paused
-        group, ch = self.engine.update_group(
-            group_id, self.clock.now(), name=name, is_paused=paused
-        )
+        group, ch = self.engine.update_group(group_id, self.clock.now(), name=name)
         return await self._done(ch, self.group_json(group))
 
     async def pause_group(self, group_id: str, paused: bool) -> Json:
@@ -188,15 +194,19 @@ class Service:
         return await self._done(ch, self.group_json(group))
 
     async def delete_group(self, group_id: str) -> Json:
-        group, ch = self.engine.delete_group(group_id, self.clock.now())
-        return await self._done(ch, group_to_api(group))
+        """MongoDB's answer, as Crew gives it: deleting a group that is not there deletes 0."""
+        if group_id not in self.engine.groups:
+            return await self._done(Change(), {"acknowledged": True, "deletedCount": 0})
+        _, ch = self.engine.delete_group(group_id, self.clock.now())
+        return await self._done(ch, {"acknowledged": True, "deletedCount": 1})
 
-    async def retry_group(self, group_id: str, body: p.RetryBody) -> Json:
-        group, ch = self.engine.retry_group(group_id, body.remaining_attempts, self.clock.now())
+    async def retry_group(self, group_id: str, body: p.AttemptsBody) -> Json:
+        now = self.clock.now()
+        group, ch = self.engine.retry_group(group_id, body.attempts(2), now)
         return await self._done(ch, self.group_json(group))
 
-    async def reset_group(self, group_id: str) -> Json:
-        group, ch = self.engine.reset_group(group_id, self.clock.now())
+    async def reset_group(self, group_id: str, body: p.AttemptsBody) -> Json:
+        group, ch = self.engine.reset_group(group_id, self.clock.now(), body.attempts(5))
         return await self._done(ch, self.group_json(group))
 
     async def group_tasks(self, group_id: str, limit: int | None, skip: int) -> Listing:
@@ -205,8 +215,7 @@ class Service:
     async def _listing(self, tasks: list[Task]) -> Listing:
         """A snapshot taken at once (shallow copies, statuses of now), durable like every
         answer; rendered later chunk by chunk, so a big listing never holds the loop."""
-        now = self.clock.now()
-        listing = Listing([(copy_struct(t), self.engine.status(t, now)) for t in tasks])
+        listing = self._snapshot(tasks, self.clock.now())
         await self.store.sync()
         return listing
 
@@ -240,8 +249,7 @@ class Service:
             specs += [self.spec(b, i) for i, b in enumerate(part, start)]
         now = self.clock.now()
         tasks, ch = self.engine.create_tasks(group_id, specs, now)
-        listing = Listing([(copy_struct(t), self.engine.status(t, now)) for t in tasks])
-        return await self._done(ch, listing)
+        return await self._done(ch, self._snapshot(tasks, now))
 
     def spec(self, body: p.CreateTaskBody, index: int) -> TaskSpec:
         """A validated request entry → the engine's TaskSpec."""
@@ -249,7 +257,7 @@ class Service:
         pseudo = (
             None if child is None or child.parent_pseudo_ids is None else child.parent_pseudo_ids
         )
-        if len(body.parent_ids) + len(pseudo or ()) > self.limits.max_parents_per_task:
+        if len(body.parent_ids or ()) + len(pseudo or ()) > self.limits.max_parents_per_task:
             raise Invalid(
                 f"at most {self.limits.max_parents_per_task} parents per task",
                 field=f"[{index}].parentIds",
@@ -259,15 +267,15 @@ class Service:
             channel=body.channel,
             workgroup=body.workgroup,
             key=body.key,
-            remaining_attempts=body.remaining_attempts,
-            priority=body.priority,
-            run_after=p.to_epoch(body.run_after),
-            progress_weight=body.progress_weight,
-            is_seed=body.is_seed,
-            error_delay=body.error_delay_in_seconds,
+            remaining_attempts=int(body.remaining_attempts or 0),
+            priority=body.priority or 0,
+            run_after=body.run_after,
+            progress_weight=body.progress_weight or 0,
+            is_seed=bool(body.is_seed),
+            error_delay=body.error_delay_in_seconds or 0,
             input=body.input,
-            is_paused=body.is_paused,
-            parent_ids=tuple(body.parent_ids),
+            parent_ids=tuple(body.parent_ids or ()),
+            parents_listed=body.parent_ids is not None,
             child_id=None if child is None else child.child_id,
             pseudo_parents=None if pseudo is None else tuple(pseudo),
         )
@@ -281,26 +289,27 @@ class Service:
         for name in body.__struct_fields__:
             value = getattr(body, name)
             if not isinstance(value, p.UnsetType):
-                wire = body.__struct_encode_fields__[body.__struct_fields__.index(name)]
-                fields[wire] = p.to_epoch(value) if name == "run_after" else value
+                fields[body.__struct_encode_fields__[body.__struct_fields__.index(name)]] = value
         task, ch = self.engine.update_task(task_id, fields, self.clock.now())
         return await self._done(ch, self.task_json(task))
 
     async def delete_task(self, task_id: str) -> Json:
+        """Crew's answer (the task's own deleteOne) and ours: every id deleted with it."""
         deleted, ch = self.engine.delete_task(task_id, self.clock.now())
-        return await self._done(ch, {"deleted": deleted})
+        return await self._done(ch, {"acknowledged": True, "deletedCount": 1, "deleted": deleted})
 
-    async def reset_task(self, task_id: str) -> Json:
-        task, ch = self.engine.reset_task(task_id, self.clock.now())
+    async def reset_task(self, task_id: str, body: p.AttemptsBody) -> Json:
+        task, ch = self.engine.reset_task(task_id, self.clock.now(), body.attempts(2))
         return await self._done(ch, self.task_json(task))
 
-    async def retry_task(self, task_id: str, body: p.RetryBody) -> Json:
-        task, ch = self.engine.retry_task(task_id, body.remaining_attempts, self.clock.now())
+    async def retry_task(self, task_id: str, body: p.AttemptsBody) -> Json:
+        task, ch = self.engine.retry_task(task_id, body.attempts(2), self.clock.now())
         return await self._done(ch, self.task_json(task))
 
     async def pluck(self, task_id: str) -> Json:
-        group, ch = self.engine.pluck(task_id, self.clock.now())
-        return await self._done(ch, self.group_json(group))
+        """The plucked copy (crew-ui opens its ``taskGroupId``)."""
+        task, ch = self.engine.pluck(task_id, self.clock.now())
+        return await self._done(ch, self.task_json(task))
 
     # channels and leases -----------------------------------------------------------------
     async def channels(self) -> list[Json]:
@@ -391,8 +400,8 @@ class Service:
             output=body.output,
             error=body.error,
             children=children,
-            workgroup_delay=body.workgroup_delay_in_seconds,
-            children_delay=body.children_delay_in_seconds,
+            workgroup_delay=body.workgroup_delay_in_seconds or 0,
+            children_delay=body.children_delay_in_seconds or 0,
         )
         return self._staged(ch, self.task_json(task))
 
@@ -414,9 +423,11 @@ class Service:
         ch = self.engine.tick(self.clock.now())
         await self._done(ch, None)
 
-    async def clean_expired_groups(self, older_than_seconds: float) -> int:
+    async def clean_expired_groups(
+        self, older_than_seconds: float, limit: int | None = None
+    ) -> int:
         now = self.clock.now()
-        expired = self.engine.expired_groups(now - older_than_seconds)
+        expired = self.engine.expired_groups(now - older_than_seconds)[:limit]
         for gid in expired:
             _, ch = self.engine.delete_group(gid, now)
             self._stage(ch)

@@ -8,8 +8,8 @@ from typing import Any
 from crew_aio.engine.graph import descendants
 from crew_aio.engine.state import Change
 from crew_aio.engine.work import Work
-from crew_aio.errors import Conflict
-from crew_aio.model import Task, TaskGroup
+from crew_aio.errors import Invalid
+from crew_aio.model import Label, Task, TaskGroup
 
 __all__ = ["Admin"]
 
@@ -24,7 +24,6 @@ EDITABLE = {
     "runAfter": "run_after",
     "progressWeight": "progress_weight",
     "isSeed": "is_seed",
-    "isPaused": "is_paused",
     "errorDelayInSeconds": "error_delay",
     "input": "input",
 }
@@ -33,7 +32,7 @@ EDITABLE = {
 class Admin(Work):
     # groups ------------------------------------------------------------------------------
     def create_group(
-        self, name: str, now: float, is_paused: bool = False
+        self, name: Label, now: float, is_paused: bool = False
     ) -> tuple[TaskGroup, Change]:
         ch = self._start()
         group = TaskGroup(self.new_id(now), name, is_paused, now, now, active_at=now)
@@ -43,7 +42,7 @@ class Admin(Work):
         return group, ch
 
     def update_group(
-        self, group_id: str, now: float, *, name: str | None = None, is_paused: bool | None = None
+        self, group_id: str, now: float, *, name: Label | None = None, is_paused: bool | None = None
     ) -> tuple[TaskGroup, Change]:
         ch = self._start()
         group = self.group(group_id)
@@ -79,8 +78,9 @@ class Admin(Work):
                 self._give_attempts(t, attempts, now)
         return group, ch
 
-    def reset_group(self, group_id: str, now: float) -> tuple[TaskGroup, Change]:
-        """Delete non-seed tasks if the group has seeds; every remaining task looks never run."""
+    def reset_group(self, group_id: str, now: float, attempts: int = 5) -> tuple[TaskGroup, Change]:
+        """Delete non-seed tasks if the group has seeds; every remaining task looks never run,
+        with ``attempts`` attempts and, as in Crew, ``parentsComplete`` false."""
         ch = self._start()
         group = self.group(group_id)
         members = [self.tasks[tid] for tid in self.group_tasks.get(group_id, ())]
@@ -92,7 +92,8 @@ class Admin(Work):
             for t in members:
                 self._strip_parents(t, gone, now)
         for t in members:
-            self._reset_fields(t, now)
+            self._reset_fields(t, now, attempts)
+            t.parents_complete = False
         for t in members:
             t.pending_parents = sum(  # a parent the store lost counts as done, as in _link
                 p in self.tasks and not self.tasks[p].is_complete for p in t.parent_ids
@@ -107,43 +108,52 @@ class Admin(Work):
             self._touch(t, now)
 
     # tasks -------------------------------------------------------------------------------
-    def reset_task(self, task_id: str, now: float) -> tuple[Task, Change]:
+    def reset_task(self, task_id: str, now: float, attempts: int = 2) -> tuple[Task, Change]:
         ch = self._start()
         t = self.task(task_id)
         if t.is_complete:
             for cid in t.children or ():
                 self.tasks[cid].pending_parents += 1
-        self._reset_fields(t, now)
+        self._reset_fields(t, now, attempts)
         self._queue(t, now)
         return t, ch
 
     def retry_task(self, task_id: str, attempts: int, now: float) -> tuple[Task, Change]:
+        """Set the task's attempts (as Crew, on any task: a complete one stays complete)."""
         ch = self._start()
         t = self.task(task_id)
         if t.is_complete:
-            raise Conflict(f"task {task_id!r} is complete; reset it to run it again")
-        self._give_attempts(t, attempts, now)
+            t.remaining_attempts = attempts
+            self._touch(t, now)
+        else:
+            self._give_attempts(t, attempts, now)
         return t, ch
 
-    def pluck(self, task_id: str, now: float) -> tuple[TaskGroup, Change]:
-        """Copy a task, never run and with no parents, into a new paused group."""
+    def pluck(self, task_id: str, now: float) -> tuple[Task, Change]:
+        """Copy a task, never run and with no parents, into a new paused group named as Crew
+        names it; returns the copy. Like Crew's, the copy keeps the key and seed flag, and
+        starts with 5 attempts."""
         t = self.task(task_id)
-        group, ch = self.create_group(f"{t.name} (plucked)", now, is_paused=True)
+        group, ch = self.create_group(f"Pluck Task {t.id}", now, is_paused=True)
         copy = Task(
             id=self.new_id(now), group_id=group.id, name=t.name, channel=t.channel,
-            workgroup=t.workgroup, remaining_attempts=t.max_attempts,
-            max_attempts=t.max_attempts, priority=t.priority, progress_weight=t.progress_weight,
-            error_delay=t.error_delay, input=t.input, created_at=now, updated_at=now,
+            workgroup=t.workgroup, key=t.key, priority=t.priority,
+            progress_weight=t.progress_weight, is_seed=t.is_seed, error_delay=t.error_delay,
+            input=t.input, created_at=now, updated_at=now,
         )  # fmt: skip
         self._register(copy)
         ch.tasks[copy.id] = None
         ch.created.add(copy.id)
-        return group, ch
+        return copy, ch
 
     def update_task(self, task_id: str, fields: dict[str, Any], now: float) -> tuple[Task, Change]:
-        """Apply editable fields (API names, already validated) to a task."""
+        """Apply editable fields (API names, already validated) to a task; ``parentIds``
+        re-links it (parents of its group, none of them its descendants)."""
         ch = self._start()
         t = self.task(task_id)
+        parents = fields.pop("parentIds", None)
+        if parents is not None:
+            self._check_parents(t, tuple(dict.fromkeys(parents)))
         old_channel, old_priority = t.channel, t.priority
         moved = (fields.get("channel", t.channel), fields.get("key", t.key)) != (t.channel, t.key)
         self._unindex(t)
@@ -157,9 +167,34 @@ class Admin(Work):
             self.channel_tasks.setdefault(t.channel, {})[t.id] = None
         if t.channel != old_channel or t.priority != old_priority:
             t.queued = False
+        if parents is not None:
+            self._relink(t, tuple(dict.fromkeys(parents)))
         self._touch(t, now)
         self._queue(t, now)
         return t, ch
+
+    def _check_parents(self, t: Task, parents: tuple[str, ...]) -> None:
+        if set(parents) == set(t.parent_ids):
+            return
+        below = set(descendants([t.id], lambda tid: self.tasks[tid].children or ()))
+        for pid in parents:
+            parent = self.tasks.get(pid)
+            if parent is None or parent.group_id != t.group_id:
+                raise Invalid(f"no task {pid!r} in this group", field="parentIds")
+            if pid in below:
+                raise Invalid(f"task {pid!r} depends on this task: a cycle", field="parentIds")
+
+    def _relink(self, t: Task, parents: tuple[str, ...]) -> None:
+        """Move ``t`` under ``parents`` (checked): children lists and its pending count."""
+        if set(parents) == set(t.parent_ids):
+            return
+        for pid in t.parent_ids:
+            parent = self.tasks.get(pid)
+            if parent is not None and parent.children:
+                parent.children = [c for c in parent.children if c != t.id] or None
+        t.parent_ids = parents
+        t.queued = False
+        self._link(t)
 
     def delete_task(self, task_id: str, now: float) -> tuple[list[str], Change]:
         """Delete a task and all its descendants; returns their ids."""
@@ -199,12 +234,13 @@ class Admin(Work):
         self._touch(t, now)
         self._queue(t, now)
 
-    def _reset_fields(self, t: Task, now: float) -> None:
+    def _reset_fields(self, t: Task, now: float, attempts: int) -> None:
         self._unindex(t)
         was_holder = t.lease_id is not None
         t.is_complete, t.output, t.completed_at = False, None, None
         t.errors = []
-        t.remaining_attempts, t.run_after = t.max_attempts, None
+        t.remaining_attempts, t.run_after = attempts, None
+        t.held_by = t.held_lease = None
         self._drop_lease(t)
         self._index(t)
         self._touch(t, now)

@@ -63,15 +63,17 @@ class Engine(Admin):
         return list(islice(newest_first, skip, None if limit is None else skip + limit))
 
     def group_task_list(self, group_id: str, limit: int | None, skip: int) -> list[Task]:
-        self.group(group_id)
+        """A group's tasks, newest first (as Crew sorts them: createdAt descending); none for
+        a group that does not exist (Crew filters tasks by group id)."""
         return self._page(self.group_tasks.get(group_id, {}), limit, skip)
 
     def channel_task_list(self, channel: str, limit: int | None, skip: int) -> list[Task]:
+        """A channel's tasks, newest first."""
         return self._page(self.channel_tasks.get(channel, {}), limit, skip)
 
     def _page(self, ids: dict[str, None], limit: int | None, skip: int) -> list[Task]:
         end = None if limit is None else skip + limit
-        return [self.tasks[tid] for tid in islice(ids, skip, end)]
+        return [self.tasks[tid] for tid in islice(reversed(ids), skip, end)]
 
     def channels(self) -> list[dict[str, Any]]:
         return [

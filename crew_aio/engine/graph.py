@@ -11,29 +11,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from crew_aio.errors import Invalid
+from crew_aio.model import Label
 
 __all__ = ["TaskSpec", "descendants", "plan_batch"]
+
+
+PseudoId = str | int | float  # compared as JavaScript's === compares them (1 == 1.0 != "1")
 
 
 @dataclass(slots=True)
 class TaskSpec:
     """A task to create, already type-checked by the protocol layer."""
 
-    name: str
+    name: Label
     channel: str
-    workgroup: str | None = None
-    key: str | None = None
+    workgroup: Label | None = None
+    key: Label | None = None
     remaining_attempts: int = 5
-    priority: int = 0
+    priority: int | float = 0
     run_after: float | None = None
-    progress_weight: float = 1.0
+    progress_weight: int | float = 1
     is_seed: bool = False
-    error_delay: float = 30.0
+    error_delay: int | float = 30
     input: Any = None
-    is_paused: bool = False
     parent_ids: tuple[str, ...] = ()
-    child_id: str | None = None
-    pseudo_parents: tuple[str, ...] | None = None
+    # Crew's ``parentsComplete`` of a root: true when it was created with a parentIds list
+    parents_listed: bool = False
+    child_id: PseudoId | None = None
+    pseudo_parents: tuple[PseudoId, ...] | None = None
 
 
 def plan_batch(specs: Sequence[TaskSpec]) -> list[tuple[int, ...]]:
@@ -42,7 +47,7 @@ def plan_batch(specs: Sequence[TaskSpec]) -> list[tuple[int, ...]]:
     Returns, for each entry, the indexes of the entries it depends on. Raises :class:`Invalid`
     naming the entry for a duplicate ``_child_id``, an unknown ``_parent_ids`` entry, or a cycle.
     """
-    by_pseudo: dict[str, int] = {}
+    by_pseudo: dict[PseudoId, int] = {}
     for i, spec in enumerate(specs):
         if spec.child_id is None:
             continue

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from crew_aio.errors import NotFound
-from crew_aio.model import Task, TaskGroup
+from crew_aio.model import Label, Task, TaskGroup
 
 __all__ = ["Change", "ChannelStats", "State"]
 
@@ -56,10 +56,10 @@ class State:
         self.group_tasks: dict[str, dict[str, None]] = {}
         self.channel_tasks: dict[str, dict[str, None]] = {}
         self.stats: dict[str, ChannelStats] = {}
-        self.keys: dict[tuple[str, str], dict[str, None]] = {}
-        self.key_holder: dict[tuple[str, str], str] = {}
-        self.workgroups: dict[str, dict[str, None]] = {}
-        self.ready: dict[str, list[tuple[int, str]]] = {}
+        self.keys: dict[tuple[str, Label], dict[str, None]] = {}
+        self.key_holder: dict[tuple[str, Label], str] = {}
+        self.workgroups: dict[Label, dict[str, None]] = {}
+        self.ready: dict[str, list[tuple[int | float, str]]] = {}
         self.delays: list[tuple[float, str]] = []
         self.leases: list[tuple[float, str, str]] = []
         self._last_ms = 0
@@ -197,7 +197,8 @@ class State:
 
     # readiness ---------------------------------------------------------------------------
     def _paused(self, t: Task) -> bool:
-        return t.is_paused or self.groups[t.group_id].is_paused
+        """A task is paused exactly when its group is (Crew keeps the two in sync)."""
+        return self.groups[t.group_id].is_paused
 
     def _blocked(self, t: Task) -> bool:
         """True when ``t`` cannot be handed out for a reason other than time."""

@@ -9,7 +9,7 @@ from typing import Any
 from crew_aio.engine.graph import TaskSpec, plan_batch
 from crew_aio.engine.state import Change, State
 from crew_aio.errors import Conflict, Invalid, StaleLease
-from crew_aio.model import Task
+from crew_aio.model import Label, Task
 
 __all__ = ["Work"]
 
@@ -77,6 +77,7 @@ class Work(State):
 
     def _lease(self, t: Task, worker_id: str, now: float, lease_seconds: float) -> None:
         self._unindex(t)
+        t.held_by = t.held_lease = None  # a late release of an earlier holder is now too late
         t.assigned_to, t.assigned_at = worker_id, now
         t.lease_id, t.lease_expires_at = self.new_id(now), now + lease_seconds
         self._index(t)
@@ -137,32 +138,72 @@ class Work(State):
         workgroup_delay: float = 0.0,
         children_delay: float = 0.0,
     ) -> tuple[Task, Change]:
-        """Settle a lease: an error costs an attempt; success completes, key-mates included,
-        and creates ``children`` (all or nothing). A completed task is returned unchanged."""
+        """Settle a lease: an error costs an attempt (key-mates' too, as in Crew); success
+        completes, key-mates included, and creates ``children`` (all or nothing).
+
+        A repeated release of a completed task by the lease that completed it returns it
+        unchanged; from anyone else it is a 409. A success from the last holder of a lease that
+        expired is still taken while nobody else has leased the task since: a worker without
+        heartbeats (Crew's) that outlives its lease does not lose its work.
+        """
         ch = self._start()
         t = self.task(task_id)
         if t.is_complete:
+            self._check_completer(t, worker_id, lease_id)
             return t, ch
-        self._check_holder(t, worker_id, lease_id, now)
+        if error is not None or not self._late_holder(t, worker_id, lease_id, now):
+            self._check_holder(t, worker_id, lease_id, now)
         if error is not None:
             self._fail_attempt(t, error, now)
+            self._charge_mates(t, error, now)
         else:
-            self._succeed(t, output, children, children_delay, now)
+            self._succeed(t, worker_id, output, children, children_delay, now)
         if workgroup_delay > 0 and t.workgroup is not None:
             self._delay_workgroup(t.workgroup, now + workgroup_delay, now)
         return t, ch
+
+    @staticmethod
+    def _late_holder(t: Task, worker_id: str, lease_id: str | None, now: float) -> bool:
+        """True when ``worker_id`` held the last lease of ``t``, which expired (reclaimed or
+        not yet), and nobody has leased ``t`` since."""
+        if t.lease_id is None:
+            return t.held_by == worker_id and lease_id in (None, t.held_lease)
+        expired = t.lease_expires_at is not None and t.lease_expires_at <= now
+        return expired and t.assigned_to == worker_id and lease_id in (None, t.lease_id)
+
+    @staticmethod
+    def _check_completer(t: Task, worker_id: str, lease_id: str | None) -> None:
+        """A release of a completed task must come from the lease that completed it."""
+        if t.held_by is None:  # completed before holders were recorded
+            return
+        if t.held_by != worker_id or lease_id not in (None, t.held_lease):
+            raise StaleLease(f"task {t.id!r} was completed by another lease")
 
     def _fail_attempt(self, t: Task, error: Any, now: float) -> None:
         self._unindex(t)
         t.remaining_attempts -= 1
         t.errors.append(error)
-        # a workgroup cool-off already in force outlasts the error delay
-        t.run_after = max(now + t.error_delay, t.run_after or now)
+        if t.error_delay:  # Crew leaves runAfter alone when the delay is 0
+            # a workgroup cool-off already in force outlasts the error delay
+            t.run_after = max(now + t.error_delay, t.run_after or now)
         self._drop_lease(t)
         self._index(t)
         self._touch(t, now)
         self._drop_mates(t, now)
         self._queue(t, now)
+
+    def _charge_mates(self, t: Task, error: Any, now: float) -> None:
+        """An error release settles the key-mates as Crew does: each is charged the attempt,
+        gets the error appended and (for a delay) the releasing task's ``runAfter``."""
+        for mate in self._mates(t):
+            self._unindex(mate)
+            mate.remaining_attempts = max(mate.remaining_attempts - 1, 0)
+            mate.errors.append(error)
+            if t.error_delay:
+                mate.run_after = max(now + t.error_delay, mate.run_after or now)
+            self._index(mate)
+            self._touch(mate, now)
+            self._queue(mate, now)
 
     def return_lease(self, task_id: str, lease_id: str, now: float) -> Change:
         """Undo a hand-out nobody received (the requester went away): no attempt is counted."""
@@ -178,13 +219,14 @@ class Work(State):
         self._queue(t, now)
         return ch
 
-    def _drop_mates(self, t: Task, now: float) -> None:
+    def _mates(self, t: Task) -> list[Task]:
+        """The other incomplete tasks of ``t``'s channel + key."""
         if t.key is None:
-            return
-        for mid in list(self.keys.get((t.channel, t.key), ())):
-            mate = self.tasks[mid]
-            if mate is t:
-                continue
+            return []
+        return [self.tasks[m] for m in self.keys.get((t.channel, t.key), ()) if m != t.id]
+
+    def _drop_mates(self, t: Task, now: float) -> None:
+        for mate in self._mates(t):
             if mate.assigned_to is not None and mate.lease_id is None:
                 self._set_assigned(mate, None, None)
                 self._touch(mate, now)
@@ -192,27 +234,42 @@ class Work(State):
             self._queue(mate, now)
 
     def _succeed(
-        self, t: Task, output: Any, children: Sequence[TaskSpec], delay: float, now: float
+        self,
+        t: Task,
+        worker_id: str,
+        output: Any,
+        children: Sequence[TaskSpec],
+        delay: float,
+        now: float,
     ) -> None:
         if children:
             self._check_batch(t.group_id, children)
         mates = [] if t.key is None else list(self.keys.get((t.channel, t.key), ()))
-        unblocked = self._complete(t, output, now)
+        lease_id = t.lease_id or t.held_lease
+        unblocked = self._complete(t, output, now, worker_id, lease_id)
         for mid in mates:
             mate = self.tasks[mid]
             if mate is not t:
-                unblocked += self._complete(mate, output, now)
+                unblocked += self._complete(mate, output, now, worker_id, lease_id)
         new = self._create_batch(t.group_id, children, now, default_parent=t.id) if children else []
-        if delay > 0:
+        if delay > 0:  # as Crew: every new task without a runAfter, and every direct child
+            for c in new:
+                if c.run_after is None:
+                    self._delay(c, now + delay, now)
             for cid in t.children or ():
                 self._delay(self.tasks[cid], now + delay, now)
         for c in [*unblocked, *new]:
             self._queue(c, now)
 
-    def _complete(self, t: Task, output: Any, now: float) -> list[Task]:
-        """Mark ``t`` complete; returns the children it unblocked."""
+    def _complete(
+        self, t: Task, output: Any, now: float, worker_id: str, lease_id: str | None
+    ) -> list[Task]:
+        """Mark ``t`` complete as Crew leaves it (no attempts left, no runAfter, unassigned);
+        returns the children it unblocked."""
         self._unindex(t)
         t.is_complete, t.output, t.completed_at = True, output, now
+        t.remaining_attempts, t.run_after = 0, None
+        t.held_by, t.held_lease = worker_id, lease_id
         self._drop_lease(t)
         self._index(t)
         self._touch(t, now)
@@ -230,7 +287,7 @@ class Work(State):
             self._touch(t, now)
             heapq.heappush(self.delays, (until, t.id))
 
-    def _delay_workgroup(self, workgroup: str, until: float, now: float) -> None:
+    def _delay_workgroup(self, workgroup: Label, until: float, now: float) -> None:
         for tid in list(self.workgroups.get(workgroup, ())):
             self._delay(self.tasks[tid], until, now)
 
@@ -254,6 +311,7 @@ class Work(State):
             if t is None or t.lease_id != lid or t.lease_expires_at is None:
                 continue
             if t.lease_expires_at <= now:
+                t.held_by, t.held_lease = t.assigned_to, t.lease_id
                 self._fail_attempt(t, {"message": LEASE_EXPIRED, "workerId": t.assigned_to}, now)
 
 
@@ -269,7 +327,7 @@ def _new_task(
         key=spec.key,
         remaining_attempts=spec.remaining_attempts,
         max_attempts=spec.remaining_attempts,
-        is_paused=spec.is_paused,
+        parents_complete=spec.parents_listed,
         priority=spec.priority,
         run_after=spec.run_after,
         progress_weight=spec.progress_weight,

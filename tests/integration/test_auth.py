@@ -23,13 +23,14 @@ BODIES: dict[object, Any] = {
     p.CreateGroupBody: {"name": "new"},
     p.UpdateGroupBody: {"name": "renamed", "isPaused": True},
     p.TaskChildBody | list[p.TaskChildBody]: [{"name": "n", "channel": "c"}],
-    p.RetryBody: {"remainingAttempts": 3},
+    p.AttemptsBody: {"remainingAttempts": 3},
     p.UpdateTaskBody: {"name": "renamed"},
     p.AcquireBody: {"workerId": "w1"},
     p.ReleaseBody: {"workerId": "w1", "output": 1, "children": [{"name": "k", "channel": "c"}]},
     p.ExtendBody: {"workerId": "w1"},
 }
 NEEDS = {"public": 0, "worker": 1, "admin": 2}
+PUBLIC = {"/", "/api-docs", "/healthz", f"{V1}/openapi.json"}
 GRANTS = {None: -1, "wrong": -1, WORKER: 1, ADMIN: 2}
 
 
@@ -81,7 +82,7 @@ async def test_refusals_come_before_any_work(make_api: ApiFactory, token: str | 
     gid, tid = await world(api)
     before = state(api)
     refused = [r for r in ROUTES if NEEDS[r.scope] > max(GRANTS[token], 0)]
-    assert len(refused) == (len(ROUTES) - 5 if token == WORKER else len(ROUTES) - 2)
+    assert len(refused) == len(ROUTES) - len(PUBLIC) - (3 if token == WORKER else 0)
     for route in refused:
         resp = await call(api, route, target(route, gid, tid), token)
         status, code = (401, "unauthorized") if GRANTS[token] < 0 else (403, "forbidden")
@@ -93,16 +94,18 @@ async def test_refusals_come_before_any_work(make_api: ApiFactory, token: str | 
 async def test_public_routes_need_no_token(make_api: ApiFactory) -> None:
     api = await make_api(api_token=ADMIN, worker_token=WORKER)
     public = [r for r in ROUTES if r.scope == "public"]
-    assert {r.path for r in public} == {"/healthz", f"{V1}/openapi.json"}
+    assert {r.path for r in public} == PUBLIC
     for route in public:
         assert (await call(api, route, route.path, None)).status == 200
+    css = await api.client.get("/api-docs/static/swagger-ui.css")  # Swagger UI's own assets
+    assert css.status == 200 and css.content_type == "text/css"
 
 
 @pytest.mark.parametrize("token", [WORKER, ADMIN])
 async def test_the_right_token_gets_through_every_route(make_api: ApiFactory, token: str) -> None:
     api = await make_api(api_token=ADMIN, worker_token=WORKER)
     allowed = [r for r in ROUTES if NEEDS[r.scope] <= GRANTS[token]]
-    assert len(allowed) == (len(ROUTES) if token == ADMIN else 5)
+    assert len(allowed) == (len(ROUTES) if token == ADMIN else len(PUBLIC) + 3)
     for route in allowed:
         gid, tid = await world(api)  # fresh ids: an earlier DELETE must not turn this into a 404
         resp = await call(api, route, target(route, gid, tid), token)
@@ -151,4 +154,18 @@ async def test_the_route_table_covers_every_registered_route(api: Api) -> None:
     assert app is not None
     routed = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
     ws = {("GET", WS_PATH), ("HEAD", WS_PATH)}  # HEAD falls back to the admin scope
-    assert routed == {(r.method, r.path) for r in ROUTES} | ws
+    assets = {("GET", "/api-docs/static/{name}"), ("HEAD", "/api-docs/static/{name}")}
+    table = {("*" if r.any_method else r.method, r.path) for r in ROUTES}
+    slashed = {(m, path + "/") for m, path in table if path != "/"}  # as Express takes them
+    assert routed == table | slashed | ws | assets
+
+
+async def test_a_trailing_slash_keeps_the_route_s_scope(make_api: ApiFactory) -> None:
+    api = await make_api(api_token=ADMIN, worker_token=WORKER)
+    gid, _ = await world(api)
+    acquire = await api.client.post(f"{V1}/channel/c/acquire/", json={"workerId": "w2"},
+                                    headers=bearer(WORKER))  # fmt: skip
+    assert acquire.status == 200 and (await acquire.json())["task"]["name"] == "b"
+    listing = await api.client.get(f"{V1}/task_group/{gid}/tasks/", headers=bearer(WORKER))
+    assert listing.status == 403
+    assert (await api.client.get("/api-docs/", headers={})).status == 200

@@ -83,8 +83,8 @@ async def test_single_create_and_continuations(api: Api) -> None:
         {"_parent_ids": ["x"], "name": "ad", "channel": "c"},
     ]
     await api.release(lease["task"]["_id"], output=1, children=children, childrenDelayInSeconds=5)
-    tasks = await api.get(f"{V1}/task_group/{gid}/tasks")
-    assert [t["status"] for t in tasks] == ["completed", "delayed", "waiting"]
+    tasks = await api.get(f"{V1}/task_group/{gid}/tasks")  # newest first, as Crew lists
+    assert [t["status"] for t in tasks] == ["waiting", "delayed", "completed"]
     assert tasks[1]["parentIds"] == [task["_id"]]
     api.clock.advance(6)
     assert (await api.acquire("c"))["task"]["name"] == "adset"
@@ -204,10 +204,12 @@ async def test_pause_resume_reset_pluck(api: Api) -> None:
     await api.release(lease["_id"], output=1, children=[child])
     reset = await api.post(f"{V1}/task_group/{gid}/reset")
     assert reset["counts"]["ready"] == 1 and sum(reset["counts"].values()) == 1
-    plucked = await api.post(f"{V1}/task/{seed['_id']}/pluck")
-    assert plucked["isPaused"] and plucked["counts"]["paused"] == 1
+    plucked = await api.post(f"{V1}/task/{seed['_id']}/pluck")  # the copy, as Crew answers
+    assert plucked["isPaused"] and plucked["status"] == "paused" and plucked["name"] == "seed"
+    group = await api.get(f"{V1}/task_group/{plucked['taskGroupId']}")
+    assert group["name"] == f"Pluck Task {seed['_id']}" and group["counts"]["paused"] == 1
     one = await api.post(f"{V1}/task/{seed['_id']}/reset")
-    assert one["status"] == "ready"
+    assert one["status"] == "ready" and one["remainingAttempts"] == 2
 
 
 async def test_put_and_delete_task(api: Api) -> None:
@@ -220,7 +222,8 @@ async def test_put_and_delete_task(api: Api) -> None:
     edited = await api.put(f"{V1}/task/{dag[0]['_id']}", edit)
     assert edited["status"] == "delayed" and edited["name"] == "A" and edited["priority"] == 5
     deleted = await api.delete(f"{V1}/task/{dag[0]['_id']}")
-    assert deleted == {"deleted": [dag[0]["_id"], dag[1]["_id"]]}
+    assert deleted == {"acknowledged": True, "deletedCount": 1,
+                       "deleted": [dag[0]["_id"], dag[1]["_id"]]}  # fmt: skip
     await api.get(f"{V1}/task/{dag[1]['_id']}", status=404)
 
 
@@ -229,7 +232,7 @@ async def test_channel_tasks_listing(api: Api) -> None:
     await api.post(f"{V1}/task_group/{gid}/tasks",
                    [{"name": f"t{i}", "channel": "c"} for i in range(5)])  # fmt: skip
     page = await api.get(f"{V1}/channel/c/tasks?limit=2&skip=1")
-    assert [t["name"] for t in page] == ["t1", "t2"]
+    assert [t["name"] for t in page] == ["t3", "t2"]  # newest first
 
 
 async def test_bad_input_names_the_field(api: Api) -> None:
@@ -237,11 +240,13 @@ async def test_bad_input_names_the_field(api: Api) -> None:
     path = f"{V1}/task_group/{gid}/tasks"
     err = await api.post(path, {"name": "t", "channel": "c", "priority": "high"}, status=400)
     assert err["field"] == "priority" and "int" in err["message"]
+    err = await api.post(path, {"name": "t", "channel": "c", "remainingAttempts": 2.5}, status=400)
+    assert err["field"] == "remainingAttempts" and "whole number" in err["message"]
     err = await api.post(path, {"channel": "c"}, status=400)
     assert "name" in err["message"]
     err = await api.post(path, [{"name": "t", "channel": "c", "_parent_ids": ["zz"]}], status=400)
     assert err["field"] == "[0]._parent_ids"
-    err = await api.post(path, [{"name": "t", "channel": "c"}, {"name": 1}], status=400)
+    err = await api.post(path, [{"name": "t", "channel": "c"}, {"name": {}}], status=400)
     assert err["field"] == "[1].name"
     err = await api.get(f"{V1}/task_groups?limit=x", status=400)
     assert err["field"] == "limit"
@@ -350,16 +355,19 @@ async def test_a_big_listing_is_streamed_in_chunks_as_one_snapshot(
         for n, chunk in enumerate(chunks(self)):
             yield chunk
             if n == 0:  # another request changes a task between chunks
-                engine.tasks[created[-1]["_id"]].name = "changed"
+                engine.tasks[created[0]["_id"]].name = "changed"  # listed last
 
     monkeypatch.setattr(Listing, "chunks", meddling)
     resp = await api.client.get(f"{V1}/task_group/{gid}/tasks")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
     listed = await resp.json()
-    assert [t["name"] for t in listed] == [f"t{i}" for i in range(8)]
-    assert listed == [{**t, "updatedAt": listed[i]["updatedAt"]} for i, t in enumerate(created)]
+    assert [t["name"] for t in listed] == [f"t{i}" for i in reversed(range(8))]
+    newest_first = created[::-1]
+    assert listed == [
+        {**t, "updatedAt": listed[i]["updatedAt"]} for i, t in enumerate(newest_first)
+    ]
     small = await api.get(f"{V1}/channel/c/tasks?limit=2")  # not streamed: one body
-    assert [t["name"] for t in small] == ["t0", "t1"]
+    assert [t["name"] for t in small] == ["t7", "t6"]
 
 
 async def test_a_big_create_yields_while_building_and_answers_the_tasks_as_created(

@@ -163,7 +163,7 @@ async def test_malformed_frames_get_errors(api: Api) -> None:
     await ws.send_json({"type": "release", "ref": 3, "taskId": "x"})
     assert (await frame(ws))["field"] == "workerId"
     bad_child = {"type": "release", "ref": 4, "taskId": "x", "workerId": "w",
-                 "children": [{"name": 1, "channel": "c"}]}  # fmt: skip
+                 "children": [{"name": {}, "channel": "c"}]}  # fmt: skip
     await ws.send_json(bad_child)
     err = await frame(ws)
     assert err["ref"] == 4 and err["field"] == "children[0].name"
@@ -353,7 +353,7 @@ async def test_a_batch_of_frames_is_answered_frame_by_frame(api: Api) -> None:
     await add(api, gid, "a", "b", "c")
     pushed = [(await frame(ws))["task"] for _ in range(3)]
     releases: list[Any] = [
-        {"type": "release", "ref": i, "taskId": t["_id"], "leaseId": t["leaseId"], "output": i}
+        {"type": "release", "ref": i, "taskId": t["_id"], "leaseId": t["leaseId"], "output": [i]}
         for i, t in enumerate(pushed)
     ]
     releases.insert(1, {"type": "release", "ref": "bad", "taskId": "nope"})  # one fails alone
@@ -362,7 +362,7 @@ async def test_a_batch_of_frames_is_answered_frame_by_frame(api: Api) -> None:
     assert answers["bad"]["type"] == "error" and answers["bad"]["status"] == 404
     for i, t in enumerate(pushed):
         assert answers[i]["type"] == "ack" and answers[i]["task"]["_id"] == t["_id"]
-        assert answers[i]["task"]["status"] == "completed" and answers[i]["task"]["output"] == i
+        assert answers[i]["task"]["status"] == "completed" and answers[i]["task"]["output"] == [i]
     await nothing(ws)
 
 

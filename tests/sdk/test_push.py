@@ -166,14 +166,14 @@ async def test_prefetched_tasks_wait_for_a_slot_with_their_leases_kept(
     async with Running([worker], server_url, poll=False):
         await eventually(lambda: _subscribed(hub))
         tasks = await client.add_tasks(
-            gid, [{"name": f"t{i}", "channel": "prefetch", "input": i} for i in range(5)]
+            gid, [{"name": f"t{i}", "channel": "prefetch", "input": [i]} for i in range(5)]
         )
         await asyncio.sleep(0.2)
         [sub] = [peer.sub for peer in hub.peers if peer.sub is not None]
         assert sub.capacity == 4 and len(sub.held) == 4  # concurrency + prefetch leased at once
         await client.wait(gid, poll=0.05, limit=10)
     done = [await client.get_task(t["_id"]) for t in tasks]
-    assert [t["output"] for t in done] == list(range(5))
+    assert [t["output"] for t in done] == [[i] for i in range(5)]
     # the last prefetched task waited ~1.2 s, twice its lease: heartbeats kept it
     assert all(t["errors"] == [] for t in done)
     assert worker.most == 1

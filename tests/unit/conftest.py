@@ -62,7 +62,7 @@ def acquire_one(
 
 def acquirable(engine: Engine, channel: str = "c", now: float = T0) -> list[str]:
     """Names of every task a worker could lease now, in hand-out order (the leases are real)."""
-    return [t.name for t in acquire(engine, channel, "probe", now, count=10_000)]
+    return [str(t.name) for t in acquire(engine, channel, "probe", now, count=10_000)]
 
 
 def complete(engine: Engine, task: Task, now: float = T0, output: Any = None, **kw: Any) -> Task:

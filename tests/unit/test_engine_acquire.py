@@ -65,10 +65,13 @@ def test_leased_task_is_not_handed_out_again(engine: Engine, gid: str) -> None:
     assert acquire(engine, worker="w2", now=T0 + 1) == []
 
 
-def test_paused_task_is_never_handed_out(engine: Engine, gid: str) -> None:
-    create(engine, gid, spec("paused", is_paused=True), spec("free"))
-    assert acquirable(engine) == ["free"]
-    assert acquire(engine, now=T0 + 1000) == []
+def test_a_task_is_paused_exactly_when_its_group_is(engine: Engine, gid: str) -> None:
+    """Crew keeps a task's isPaused in sync with its group: there is no per-task pause."""
+    (t,) = create(engine, gid, spec("a"))
+    engine.update_group(gid, T0, is_paused=True)
+    assert engine.status(t, T0) is Status.PAUSED and acquire(engine, now=T0 + 1000) == []
+    engine.update_group(gid, T0, is_paused=False)
+    assert acquirable(engine) == ["a"]
 
 
 def test_paused_group_hands_nothing_out(engine: Engine) -> None:

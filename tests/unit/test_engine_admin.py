@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crew_aio.engine import Engine
-from crew_aio.errors import Conflict, NotFound, StaleLease
+from crew_aio.errors import Invalid, NotFound, StaleLease
 from crew_aio.model import Status
 from tests.unit.conftest import (
     T0,
@@ -155,7 +155,7 @@ def test_reset_group_with_seeds_deletes_the_rest(engine: Engine, gid: str) -> No
     assert engine.channels() == [
         {"name": "c", "totalCount": 2, "completedCount": 0, "assignedCount": 1}
     ]
-    assert engine.group_task_list(gid, None, 0) == [seed, s2]
+    assert engine.group_task_list(gid, None, 0) == [s2, seed]  # newest first, as Crew
 
 
 def test_reset_group_with_seeds_strips_deleted_parents(engine: Engine, gid: str) -> None:
@@ -183,7 +183,7 @@ def test_reset_task_makes_children_wait_again(engine: Engine, gid: str) -> None:
     assert engine.status(c, T0) is Status.READY
     t, change = engine.reset_task(a.id, T0 + 1)
     assert t is a and set(change.tasks) == {a.id}
-    assert (a.is_complete, a.output, a.remaining_attempts) == (False, None, 5)
+    assert (a.is_complete, a.output, a.remaining_attempts) == (False, None, 2)  # Crew's default
     assert c.pending_parents == 1 and b.pending_parents == 1
     assert engine.status(c, T0 + 1) is Status.WAITING
     assert b.is_complete  # a finished child is not reset
@@ -196,7 +196,7 @@ def test_reset_task_makes_children_wait_again(engine: Engine, gid: str) -> None:
 def test_reset_task_of_failed_task_restores_attempts(engine: Engine, gid: str) -> None:
     (a,) = create(engine, gid, spec("a", remaining_attempts=1))
     _fail(engine)
-    engine.reset_task(a.id, T0 + 1)
+    engine.reset_task(a.id, T0 + 1, attempts=1)  # what crew-ui sends
     assert (a.remaining_attempts, a.errors, a.run_after) == (1, [], None)
     assert acquire_one(engine, now=T0 + 1) is a
 
@@ -210,14 +210,14 @@ def test_retry_task(engine: Engine, gid: str) -> None:
     assert acquire_one(engine, now=T0 + 1) is a
 
 
-def test_retry_completed_task_is_a_conflict(engine: Engine, gid: str) -> None:
+def test_retry_of_a_completed_task_sets_attempts_only(engine: Engine, gid: str) -> None:
+    """Crew's retry sets remainingAttempts on any task; a complete one stays complete."""
     create(engine, gid, spec("a"))
     t = acquire_one(engine)
-    complete(engine, t, T0)
-    before = snapshot(engine)
-    with pytest.raises(Conflict):
-        engine.retry_task(t.id, 3, T0 + 1)
-    assert snapshot(engine) == before
+    complete(engine, t, T0, output="done")
+    _, change = engine.retry_task(t.id, 3, T0 + 1)
+    assert (t.is_complete, t.output, t.remaining_attempts) == (True, "done", 3)
+    assert list(change.tasks) == [t.id] and acquire(engine, now=T0 + 1) == []
 
 
 def test_pluck_copies_into_a_new_paused_group(engine: Engine, gid: str) -> None:
@@ -227,12 +227,14 @@ def test_pluck_copies_into_a_new_paused_group(engine: Engine, gid: str) -> None:
         child("p"),
         child("c", "p", input={"i": 1}, priority=3, remaining_attempts=2, workgroup="wg"),
     )
-    group, change = engine.pluck(c.id, T0 + 1)
-    assert group.is_paused and group.id != gid and group.name == "c (plucked)"
-    (copy,) = engine.group_task_list(group.id, None, 0)
+    copy, change = engine.pluck(c.id, T0 + 1)
+    group = engine.groups[copy.group_id]
+    assert group.is_paused and group.id != gid and group.name == f"Pluck Task {c.id}"
+    assert engine.group_task_list(group.id, None, 0) == [copy]
     assert copy.id != c.id and copy.id in change.created and list(change.groups) == [group.id]
     assert (copy.name, copy.channel, copy.input, copy.priority) == ("c", "c", {"i": 1}, 3)
-    assert (copy.remaining_attempts, copy.workgroup, copy.parent_ids) == (2, "wg", ())
+    # Crew's pluck leaves remainingAttempts to fromData's default
+    assert (copy.remaining_attempts, copy.workgroup, copy.parent_ids) == (5, "wg", ())
     assert (copy.is_complete, copy.errors, copy.created_at) == (False, [], T0 + 1)
     assert engine.status(copy, T0 + 1) is Status.PAUSED
     assert acquirable(engine, now=T0 + 1) == ["p"]
@@ -270,11 +272,9 @@ def test_update_task_channel_moves_it(engine: Engine, gid: str) -> None:
     ]
 
 
-def test_update_task_pause_and_run_after(engine: Engine, gid: str) -> None:
+def test_update_task_run_after(engine: Engine, gid: str) -> None:
     (a,) = create(engine, gid, spec("a"))
-    engine.update_task(a.id, {"isPaused": True}, T0)
-    assert acquire(engine) == []
-    engine.update_task(a.id, {"isPaused": False, "runAfter": T0 + 60}, T0 + 1)
+    engine.update_task(a.id, {"runAfter": T0 + 60}, T0 + 1)
     assert engine.status(a, T0 + 1) is Status.DELAYED
     assert acquire(engine, now=T0 + 59) == []
     engine.update_task(a.id, {"runAfter": None}, T0 + 2)
@@ -304,7 +304,7 @@ def test_delete_task_cascades_to_all_descendants(engine: Engine, gid: str) -> No
     assert set(change.tasks) == set(ids)
     assert set(engine.tasks) == {root.id, b.id, other.id}
     assert root.children == [b.id] and b.children is None and other.children is None
-    assert engine.group_task_list(gid, None, 0) == [root, b, other]
+    assert engine.group_task_list(gid, None, 0) == [other, b, root]
     assert engine.channels()[0]["totalCount"] == 3
     assert acquirable(engine, now=T0 + 1) == ["root", "other"]
 
@@ -327,8 +327,7 @@ def test_delete_group_removes_its_tasks_only(engine: Engine, gid: str) -> None:
     assert group.id == gid and list(change.groups) == [gid] and len(change.tasks) == 2
     assert set(engine.groups) == {other}
     assert list(engine.tasks) == [keep.id]
-    with pytest.raises(NotFound):
-        engine.group_task_list(gid, None, 0)
+    assert engine.group_task_list(gid, None, 0) == []  # as Crew: no tasks of that id
     assert acquirable(engine, now=T0 + 1) == ["keep"]
 
 
@@ -383,3 +382,34 @@ def test_reset_group_survives_a_parent_lost_by_the_store(engine: Engine, gid: st
     fresh.reset_group(gid, T0 + 1)
     assert orphan.pending_parents == 0
     assert acquire_one(fresh, now=T0 + 1) is orphan
+
+
+def test_update_parent_ids_relinks_the_task(engine: Engine, gid: str) -> None:
+    """crew-ui's edit form sends parentIds: the task moves under its new parents."""
+    a, b, c = create(engine, gid, child("a"), child("b"), child("c", "a"))
+    complete(engine, acquire_one(engine), T0)  # a
+    assert engine.status(c, T0) is Status.READY
+    engine.update_task(c.id, {"parentIds": [b.id]}, T0 + 1)
+    assert c.parent_ids == (b.id,) and c.pending_parents == 1
+    assert a.children is None and b.children == [c.id]
+    assert engine.status(c, T0 + 1) is Status.WAITING
+    engine.update_task(c.id, {"parentIds": [b.id, b.id]}, T0 + 2)  # the same set: no change
+    assert c.parent_ids == (b.id,)
+    complete(engine, acquire_one(engine, now=T0 + 3), T0 + 3)  # b
+    assert acquire_one(engine, now=T0 + 3) is c
+    engine.update_task(c.id, {"parentIds": []}, T0 + 4)
+    assert not c.parent_ids and b.children is None
+
+
+@pytest.mark.parametrize("case", ["itself", "descendant", "missing", "other-group"])
+def test_update_parent_ids_refuses_cycles_and_strangers(
+    engine: Engine, gid: str, case: str
+) -> None:
+    a, _b, c = create(engine, gid, child("a"), child("b", "a"), child("c", "b"))
+    (stranger,) = create(engine, new_group(engine, "other"), spec("s"))
+    pid = {"itself": a.id, "descendant": c.id, "missing": "0" * 24, "other-group": stranger.id}
+    before = snapshot(engine)
+    with pytest.raises(Invalid) as err:
+        engine.update_task(a.id, {"parentIds": [pid[case]], "name": "renamed"}, T0 + 1)
+    assert err.value.field == "parentIds"
+    assert snapshot(engine) == before

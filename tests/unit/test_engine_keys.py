@@ -63,14 +63,18 @@ def test_success_completes_every_mate_and_their_children(engine: Engine) -> None
     ]
 
 
-def test_error_frees_mates_to_be_acquired(engine: Engine, gid: str) -> None:
+def test_error_charges_and_frees_the_mates(engine: Engine, gid: str) -> None:
+    """As Crew: each key-mate is charged the attempt, gets the error appended, waits the
+    releasing task's error delay and is freed."""
     a, b = create(engine, gid, spec("a", key="k", error_delay=100), spec("b", key="k"))
     acquire_one(engine)
-    engine.release(a.id, "w1", T0 + 1, error="x")
-    assert b.assigned_to is None
-    assert engine.status(b, T0 + 1) is Status.READY
-    got = acquire_one(engine, worker="w2", now=T0 + 1)
-    assert got is b
+    _, change = engine.release(a.id, "w1", T0 + 1, error="x")
+    assert (b.assigned_to, b.remaining_attempts, b.errors) == (None, 4, ["x"])
+    assert b.run_after == T0 + 101 and b.id in change.tasks
+    assert engine.status(b, T0 + 1) is Status.DELAYED
+    got = acquire_one(engine, worker="w2", now=T0 + 101)
+    assert got is a or got is b
+    a, b = (a, b) if got is b else (b, a)
     assert a.assigned_to == "w2" and a.lease_id is None
     complete(engine, b, T0 + 2, output="b-out")
     assert a.is_complete and a.output == "b-out"
@@ -106,9 +110,12 @@ def test_mate_created_during_the_lease_is_acquirable_after_an_error(
 ) -> None:
     (a,) = create(engine, gid, spec("a", key="k", error_delay=100))
     acquire_one(engine)
-    (late,) = create(engine, gid, spec("late", key="k"), now=T0 + 1)
+    (late,) = create(engine, gid, spec("late", key="k", error_delay=0), now=T0 + 1)
     engine.release(a.id, "w1", T0 + 2, error="x")
-    assert acquire_one(engine, worker="w2", now=T0 + 2) is late
+    assert late.errors == ["x"] and late.remaining_attempts == 4
+    assert engine.status(late, T0 + 102) is Status.READY
+    a.remaining_attempts = 0  # only the mate is left to hand out
+    assert acquire_one(engine, worker="w2", now=T0 + 102) is late
 
 
 def test_mate_created_during_the_lease_is_acquirable_after_expiry(engine: Engine, gid: str) -> None:

@@ -26,7 +26,7 @@ from crew_aio.model import Status, Task
 T0 = 1_800_000_000.0
 CHANNELS = ("a", "b")
 WORKERS = ("w1", "w2")
-KEYS = (None, "k1", "k1", "k2")
+KEYS = (None, "k1", "k1", "k2", 7)  # Crew keeps a numeric key (an ad-account id) as a number
 
 # One TaskChild entry is drawn as a single integer, mixed, and decoded by _Digits: much cheaper
 # to generate than a tuple of strategies; `note` prints the decoded specs of a failing run.
@@ -62,7 +62,15 @@ class EngineMachine(RuleBasedStateMachine):
 
     # helpers -------------------------------------------------------------------------------
     def _paused(self, t: Task) -> bool:
-        return t.is_paused or self.engine.groups[t.group_id].is_paused
+        return self.engine.groups[t.group_id].is_paused
+
+    def _has_late(self) -> bool:
+        return any(self._late())
+
+    def _late(self) -> list[Task]:
+        """Tasks whose lease expired and that nobody leased since."""
+        tasks = self.engine.tasks.values()
+        return sorted((t for t in tasks if t.held_by and not t.is_complete), key=lambda t: t.id)
 
     def _parents_complete(self, t: Task) -> bool:
         return all(self.engine.tasks[p].is_complete for p in t.parent_ids)
@@ -93,7 +101,7 @@ class EngineMachine(RuleBasedStateMachine):
                 if not t.is_complete
                 and t.assigned_to is None
                 and t.remaining_attempts > 0
-                and not (t.is_paused or twin.groups[t.group_id].is_paused)
+                and not twin.groups[t.group_id].is_paused
                 and all(twin.tasks[p].is_complete for p in t.parent_ids)
                 and (t.run_after is None or t.run_after <= self.now)
             ),
@@ -143,7 +151,6 @@ class EngineMachine(RuleBasedStateMachine):
                     remaining_attempts=1 + e.below(3),
                     error_delay=e.pick([0.0, 5.0, 30.0]),
                     run_after=None if offset is None else self.now + offset,
-                    is_paused=e.below(16) == 0,
                     is_seed=e.pick([False, True]),
                     child_id=pseudo[i],
                     pseudo_parents=parents,
@@ -178,7 +185,8 @@ class EngineMachine(RuleBasedStateMachine):
         assert [t.name for t in tasks] == [s.name for s in specs]
         assert change.created == {t.id for t in tasks}
         for t, s in zip(tasks, specs, strict=True):
-            expected = [*s.parent_ids, *(tasks[int(p[1:])].id for p in s.pseudo_parents or ())]
+            pseudo = [str(p) for p in s.pseudo_parents or ()]
+            expected = [*s.parent_ids, *(tasks[int(p[1:])].id for p in pseudo)]
             assert t.parent_ids == tuple(dict.fromkeys(expected))
 
     @rule(data=st.data())
@@ -240,7 +248,8 @@ class EngineMachine(RuleBasedStateMachine):
             for m in self.engine.tasks.values()
             if t.key is not None and (m.channel, m.key) == (t.channel, t.key) and not m.is_complete
         ]
-        refused = expired or worker == "intruder" or not valid
+        # an expired lease's holder is still heard while nobody else has the task
+        refused = worker == "intruder" or not valid
         before = records(self.engine) if refused else None
         try:
             _, change = self.engine.release(
@@ -254,20 +263,22 @@ class EngineMachine(RuleBasedStateMachine):
                 children_delay=delays[1],
             )
         except StaleLease:
-            assert expired or worker == "intruder"
+            assert worker == "intruder"
             assert records(self.engine) == before
             event("release ok: stale")
             return
         except Invalid:
-            assert not valid and not expired and worker != "intruder"
+            assert not valid and worker != "intruder"
             assert records(self.engine) == before
             event("release ok: invalid children")
             return
-        assert valid and not expired and worker != "intruder"
+        assert valid and worker != "intruder"
         event(f"release ok: {min(len(mates), 2)} mates, {min(len(children), 1)} children")
+        event(f"release ok: expired {expired}")
         assert t.is_complete and t.output == {"by": t.id}
-        for m in mates:
+        for m in [t, *mates]:  # as Crew leaves them
             assert m.is_complete and m.output == {"by": t.id}
+            assert (m.remaining_attempts, m.run_after, m.assigned_to) == (0, None, None)
         new = [self.engine.tasks[i] for i in sorted(change.created)]
         assert [c.name for c in new] == [s.name for s in children]
         for c, s in zip(new, children, strict=True):
@@ -281,12 +292,43 @@ class EngineMachine(RuleBasedStateMachine):
     def release_ok_again(self, data: st.DataObject) -> None:
         self.release_ok(data)
 
+    @precondition(_has_late)
+    @rule(data=st.data())
+    def release_late(self, data: st.DataObject) -> None:
+        """The holder of a reclaimed lease finishes late: its success is taken; anyone else,
+        or an error, is refused and changes nothing."""
+        t = data.draw(st.sampled_from(self._late()))
+        worker = data.draw(st.sampled_from([t.held_by or "", "intruder"]))
+        error = data.draw(st.sampled_from([None, None, {"e": 1}]))
+        refused = worker == "intruder" or error is not None
+        before = records(self.engine)
+        try:
+            self.engine.release(t.id, worker, self.now, output={"late": t.id}, error=error)
+        except StaleLease:
+            assert refused and records(self.engine) == before
+            event("release late: stale")
+            return
+        assert not refused and t.is_complete and t.output == {"late": t.id}
+        event("release late: taken")
+        with_other = "w2" if worker == "w1" else "w1"
+        try:  # a second release by someone else must not settle it again
+            self.engine.release(t.id, with_other, self.now, output="again")
+            raise AssertionError("a release from another lease was taken")
+        except StaleLease:
+            assert t.output == {"late": t.id}
+
     @precondition(_has_lease)
     @rule(data=st.data())
     def release_error(self, data: st.DataObject) -> None:
         t = data.draw(st.sampled_from(self._leased()))
         expired = t.lease_expires_at is not None and t.lease_expires_at <= self.now
         attempts, n_errors, run_after = t.remaining_attempts, len(t.errors), t.run_after
+        mates = {
+            m.id: (m.remaining_attempts, len(m.errors))
+            for m in self.engine.tasks.values()
+            if t.key is not None and m is not t and not m.is_complete
+            and (m.channel, m.key) == (t.channel, t.key)
+        }  # fmt: skip
         before = records(self.engine) if expired else None
         try:
             self.engine.release(t.id, t.assigned_to or "", self.now, error={"e": 1})
@@ -297,9 +339,17 @@ class EngineMachine(RuleBasedStateMachine):
         assert not expired
         event("release error")
         assert t.remaining_attempts == attempts - 1 and len(t.errors) == n_errors + 1
-        # the error delay, unless a workgroup cool-off set while leased reaches further
-        assert t.run_after == max(self.now + t.error_delay, run_after or self.now)
+        # the error delay, unless a workgroup cool-off set while leased reaches further; Crew
+        # leaves runAfter alone when the delay is 0
+        if t.error_delay:
+            assert t.run_after == max(self.now + t.error_delay, run_after or self.now)
+        else:
+            assert t.run_after == run_after
         assert t.lease_id is None and t.assigned_to is None
+        for mid, (m_attempts, m_errors) in mates.items():  # charged as Crew charges them
+            m = self.engine.tasks[mid]
+            assert m.remaining_attempts == max(m_attempts - 1, 0)
+            assert len(m.errors) == m_errors + 1 and m.assigned_to is None
 
     @rule(seconds=st.sampled_from([1.0, 5.0, 10.0, 30.0, 61.0]))
     def advance_and_tick(self, seconds: float) -> None:
@@ -367,13 +417,13 @@ class EngineMachine(RuleBasedStateMachine):
         assert remaining == (seeds or {t.id for t in members})
         for t in map(self.engine.tasks.__getitem__, remaining):
             assert not t.is_complete and t.errors == [] and t.assigned_to is None
-            assert t.remaining_attempts == t.max_attempts
+            assert t.remaining_attempts == 5 and not t.parents_complete  # as Crew
 
     def _task_op(self, data: st.DataObject, op: str, t: Task) -> None:
         if op == "reset_task":
             self.engine.reset_task(t.id, self.now)
             assert not t.is_complete and t.lease_id is None and t.errors == []
-            assert t.remaining_attempts == t.max_attempts
+            assert t.remaining_attempts == 2  # Crew's default
         elif op == "delete":
             expected = _descendants(self.engine, t.id)
             survivors = set(self.engine.tasks) - expected
@@ -385,7 +435,6 @@ class EngineMachine(RuleBasedStateMachine):
                     [
                         {"priority": 3},
                         {"priority": -1},
-                        {"isPaused": not t.is_paused},
                         {"channel": "b" if t.channel == "a" else "a"},
                         {"key": data.draw(st.sampled_from(KEYS))},
                         {"runAfter": self.now + 3},

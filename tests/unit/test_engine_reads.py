@@ -29,7 +29,6 @@ def _zoo(engine: Engine, gid: str) -> dict[str, str]:
         child("completed", channel="x"),
         child("leased", channel="x"),
         child("failed", channel="f", remaining_attempts=1),
-        child("paused", channel="y", is_paused=True),
         child("waiting", "completed", "ready"),
         child("delayed", channel="z", run_after=T0 + 100),
         child("ready", channel="r"),
@@ -39,7 +38,10 @@ def _zoo(engine: Engine, gid: str) -> dict[str, str]:
     acquire_one(engine, "x")
     bad = acquire_one(engine, "f")
     engine.release(bad.id, "w1", T0, error="x")
-    return {t.name: t.id for t in tasks}
+    (paused,) = create(
+        engine, new_group(engine, "held", is_paused=True), child("paused", channel="y")
+    )
+    return {str(t.name): t.id for t in [*tasks, paused]}
 
 
 def test_status_of_every_value(engine: Engine, gid: str) -> None:
@@ -68,8 +70,11 @@ def test_status_precedence(engine: Engine) -> None:
 def test_group_counts(engine: Engine, gid: str) -> None:
     _zoo(engine, gid)
     counts = engine.group_counts(gid, T0 + 1)
-    assert {k: v for k, v in counts.items() if v} == {s.value: 1 for s in Status}
+    unpaused = {s.value: 1 for s in Status if s is not Status.PAUSED}  # "paused" is its own group
+    assert {k: v for k, v in counts.items() if v} == unpaused
     assert set(counts) == {s.value for s in Status}
+    held = next(g.id for g in engine.groups.values() if g.name == "held")
+    assert {k: v for k, v in engine.group_counts(held, T0 + 1).items() if v} == {"paused": 1}
     assert counts == engine.group_counts(gid, T0 + 1)
     later = engine.group_counts(gid, T0 + 100)
     assert later["delayed"] == 0 and later["ready"] == 2
@@ -145,14 +150,15 @@ def test_list_groups_newest_first_with_pagination(engine: Engine) -> None:
     assert engine.list_groups(10, 5) == []
 
 
-def test_task_lists_oldest_first_with_pagination(engine: Engine, gid: str) -> None:
+def test_task_lists_newest_first_with_pagination(engine: Engine, gid: str) -> None:
+    """Crew sorts a group's and a channel's tasks by createdAt, descending."""
     other = new_group(engine, "other")
     for i in range(5):
         create(engine, gid if i % 2 == 0 else other, spec(f"t{i}", "c" if i < 4 else "d"))
-    assert [t.name for t in engine.group_task_list(gid, None, 0)] == ["t0", "t2", "t4"]
+    assert [t.name for t in engine.group_task_list(gid, None, 0)] == ["t4", "t2", "t0"]
     assert [t.name for t in engine.group_task_list(gid, 1, 1)] == ["t2"]
-    assert [t.name for t in engine.channel_task_list("c", None, 0)] == ["t0", "t1", "t2", "t3"]
-    assert [t.name for t in engine.channel_task_list("c", 2, 1)] == ["t1", "t2"]
+    assert [t.name for t in engine.channel_task_list("c", None, 0)] == ["t3", "t2", "t1", "t0"]
+    assert [t.name for t in engine.channel_task_list("c", 2, 1)] == ["t2", "t1"]
     assert engine.channel_task_list("nope", None, 0) == []
 
 
@@ -182,8 +188,16 @@ def test_ids_stay_sortable_when_the_clock_steps_back(engine: Engine) -> None:
 
 def test_task_to_api_shape(engine: Engine, gid: str) -> None:
     p, c = create(engine, gid, child("p"), child("c", "p", run_after=T0 + 1.5))
-    api = task_to_api(c, engine.status(c, T0))
+    api = task_to_api(c, engine.status(c, T0), False)
     assert api["parentIds"] == [p.id] and api["parentsComplete"] is False
+    assert api["executeMessageId"] is None and api["examineMessageId"] is None
+    assert task_to_api(p, engine.status(p, T0), True)["isPaused"] is True
+    crew_fields = ["_id", "taskGroupId", "name", "channel", "workgroup", "key",
+                   "remainingAttempts", "isPaused", "parentsComplete", "isComplete", "priority",
+                   "runAfter", "progressWeight", "isSeed", "errorDelayInSeconds", "input",
+                   "output", "errors", "createdAt", "parentIds", "assignedTo", "assignedAt",
+                   "executeMessageId", "examineMessageId"]  # fmt: skip
+    assert list(api)[: len(crew_fields)] == crew_fields
     assert api["status"] == "waiting"
     assert api["createdAt"] == "2027-01-15T08:00:00.000Z"
     assert api["runAfter"] == "2027-01-15T08:00:01.500Z"

@@ -222,7 +222,8 @@ def test_workgroup_delay_with_error_delays_the_task_itself(engine: Engine, gid: 
     assert acquirable(engine, now=T0 + 60) == ["a", "b"]
 
 
-def test_children_delay_applies_to_direct_children(engine: Engine, gid: str) -> None:
+def test_children_delay_applies_to_every_new_task(engine: Engine, gid: str) -> None:
+    """As Crew: each task the release creates without a runAfter of its own gets the delay."""
     create(engine, gid, spec("p"))
     p = acquire_one(engine)
     _, change = engine.release(
@@ -232,7 +233,7 @@ def test_children_delay_applies_to_direct_children(engine: Engine, gid: str) -> 
     k1, k2, g = (engine.tasks[tid] for tid in sorted(change.created))
     assert k1.run_after == T0 + 20
     assert k2.run_after == T0 + 900
-    assert g.run_after is None
+    assert g.run_after == T0 + 20
     assert acquire(engine, now=T0 + 19) == []
     assert acquirable(engine, now=T0 + 20) == ["k1"]
 
@@ -257,10 +258,57 @@ def test_repeated_release_of_completed_task_is_a_no_op(engine: Engine, gid: str)
     assert again is t and t.output == "first"
     assert not change and change.created == set()
     assert snapshot(engine) == before
-    # even from another worker: the retried release of a completed task is safe
-    _, change = engine.release(t.id, "w2", T0 + 3, error="x")
-    assert not change
+    # from the same worker without a lease id (Crew's Worker sends none): safe too
+    _, change = engine.release(t.id, "w1", T0 + 3, output="third")
+    assert not change and t.output == "first"
+
+
+@pytest.mark.parametrize(("worker", "lease"), [("w2", None), ("w1", "0" * 24)])
+def test_release_of_a_task_completed_by_another_lease_is_stale(
+    engine: Engine, gid: str, worker: str, lease: str | None
+) -> None:
+    create(engine, gid, spec("a"))
+    t = acquire_one(engine)
+    engine.release(t.id, "w1", T0 + 1, output="first")
+    before = snapshot(engine)
+    with pytest.raises(StaleLease, match="completed by another lease"):
+        engine.release(t.id, worker, T0 + 2, lease_id=lease, output="second")
     assert snapshot(engine) == before
+
+
+def test_late_success_of_the_last_holder_is_taken(engine: Engine, gid: str) -> None:
+    """A worker without heartbeats outlives its lease: its success still counts while nobody
+    else has leased the task, whether the expiry was reclaimed yet or not."""
+    a, b = create(engine, gid, spec("a"), spec("b", error_delay=0))
+    acquire(engine, count=2)
+    engine.tick(T0 + LEASE)  # b's lease is reclaimed (an attempt is charged), a's too
+    engine.release(a.id, "w1", T0 + LEASE + 5, output="late a")
+    assert (a.is_complete, a.output, a.held_by) == (True, "late a", "w1")
+    (again,) = acquire(engine, worker="w2", now=T0 + LEASE + 1)
+    assert again is b
+    with pytest.raises(StaleLease):  # w2 holds it now: w1 is too late
+        engine.release(b.id, "w1", T0 + LEASE + 2, output="late b")
+    with pytest.raises(StaleLease):  # and may not settle it after w2's success either
+        engine.release(b.id, "w2", T0 + LEASE + 3, output="w2's") and engine.release(
+            b.id, "w1", T0 + LEASE + 4, output="late b"
+        )
+    assert b.output == "w2's"
+
+
+def test_late_release_before_the_reclaim_is_taken(engine: Engine, gid: str) -> None:
+    create(engine, gid, spec("a"))
+    t = acquire_one(engine)
+    _, change = engine.release(t.id, "w1", T0 + LEASE + 30, output="late")
+    assert t.is_complete and t.errors == [] and t.id in change.tasks
+
+
+def test_late_error_release_is_stale(engine: Engine, gid: str) -> None:
+    create(engine, gid, spec("a"))
+    t = acquire_one(engine)
+    engine.tick(T0 + LEASE)
+    with pytest.raises(StaleLease):
+        engine.release(t.id, "w1", T0 + LEASE + 1, error="late")
+    assert t.errors == [{"message": "lease expired", "workerId": "w1"}]
 
 
 def _stale_setups(engine: Engine, gid: str) -> dict[str, tuple[str, str, str | None, float]]:
@@ -270,12 +318,14 @@ def _stale_setups(engine: Engine, gid: str) -> dict[str, tuple[str, str, str | N
     return {
         "wrong-worker": (a.id, "w2", leased["a"].lease_id, T0 + 1),
         "wrong-lease-id": (b.id, "w1", "0" * 24, T0 + 1),
-        "expired-lease": (c.id, "w1", leased["c"].lease_id, T0 + LEASE),
+        "expired-lease-other-lease-id": (c.id, "w1", "0" * 24, T0 + LEASE),
         "not-leased": (d.id, "w1", None, T0 + 1),
     }
 
 
-@pytest.mark.parametrize("case", ["wrong-worker", "wrong-lease-id", "expired-lease", "not-leased"])
+@pytest.mark.parametrize(
+    "case", ["wrong-worker", "wrong-lease-id", "expired-lease-other-lease-id", "not-leased"]
+)
 @pytest.mark.parametrize("outcome", ["output", "error"])
 def test_stale_release_changes_nothing(engine: Engine, gid: str, case: str, outcome: str) -> None:
     task_id, worker, lease_id, now = _stale_setups(engine, gid)[case]

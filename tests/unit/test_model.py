@@ -33,11 +33,12 @@ def test_record_round_trip_keeps_every_persisted_field_and_no_runtime_one() -> N
     import orjson
 
     task = Task("a", "g", "n", "c", workgroup="w", key="k", remaining_attempts=2, max_attempts=3,
-                is_paused=True, priority=-4, run_after=5.5, progress_weight=2.5, is_seed=True,
-                error_delay=0.0, input={"x": [1]}, output=0, errors=["e"], created_at=1.0,
-                updated_at=2.0, completed_at=None, parent_ids=("p",), assigned_to="w1",
-                assigned_at=3.0, lease_id="L", lease_expires_at=4.0, children=["z"],
-                pending_parents=7, queued=True)  # fmt: skip
+                parents_complete=True, priority=-4, run_after=5.5, progress_weight=2.5,
+                is_seed=True, error_delay=0.0, input={"x": [1]}, output=0, errors=["e"],
+                created_at=1.0, updated_at=2.0, completed_at=None, parent_ids=("p",),
+                assigned_to="w1", assigned_at=3.0, lease_id="L", lease_expires_at=4.0,
+                held_by="w0", held_lease="K", children=["z"], pending_parents=7,
+                queued=True)  # fmt: skip
     record = task_to_record(task)
     assert "children" not in record and "pendingParents" not in record and "queued" not in record
     for back in (task_from_record(record), task_from_json(orjson.dumps(record))):
@@ -49,6 +50,18 @@ def test_record_round_trip_keeps_every_persisted_field_and_no_runtime_one() -> N
     }  # fmt: skip
 
 
+def test_numbers_keep_their_json_type_through_a_record() -> None:
+    """Crew stores what it was sent: a numeric key stays a number, 1 stays 1 (not 1.0)."""
+    import orjson
+
+    task = Task("a", "g", 7, "c", workgroup=12345, key=2.5, priority=1.5, progress_weight=3,
+                error_delay=0)  # fmt: skip
+    back = task_from_json(orjson.dumps(task_to_record(task)))
+    assert (back.name, back.workgroup, back.key) == (7, 12345, 2.5)
+    assert type(back.progress_weight) is int and type(back.error_delay) is int
+    assert type(Task("b", "g", "n", "c").progress_weight) is int
+
+
 _maybe = st.none() | st.text(max_size=3)
 _times = st.none() | st.floats(0, 4e9)
 
@@ -58,19 +71,19 @@ _times = st.none() | st.floats(0, 4e9)
         Task,
         id=st.text(min_size=1, max_size=3),
         group_id=st.just("g"),
-        name=st.text(max_size=3),
+        name=st.text(max_size=3) | st.integers(0, 3),
         channel=st.just("c"),
-        workgroup=_maybe,
-        key=_maybe,
+        workgroup=_maybe | st.integers(0, 2),
+        key=_maybe | st.integers(0, 2),
         remaining_attempts=st.integers(0, 6),
         max_attempts=st.integers(0, 6),
-        is_paused=st.booleans(),
         is_complete=st.booleans(),
-        priority=st.integers(-1, 1),
+        parents_complete=st.booleans(),
+        priority=st.integers(-1, 1) | st.sampled_from([0.0, 0.5]),
         run_after=_times,
-        progress_weight=st.sampled_from([0.0, 1.0, 2.5]),
+        progress_weight=st.sampled_from([0, 1, 0.0, 1.0, 2.5]),
         is_seed=st.booleans(),
-        error_delay=st.sampled_from([0.0, 30.0, 1.5]),
+        error_delay=st.sampled_from([0, 30, 0.0, 30.0, 1.5]),
         input=st.none() | st.integers() | st.dictionaries(st.text(max_size=2), st.integers()),
         output=st.none() | st.just(0) | st.lists(st.integers(), max_size=2),
         errors=st.lists(st.text(max_size=2), max_size=2),
@@ -82,6 +95,8 @@ _times = st.none() | st.floats(0, 4e9)
         assigned_at=_times,
         lease_id=_maybe,
         lease_expires_at=_times,
+        held_by=_maybe,
+        held_lease=_maybe,
         children=st.none() | st.lists(st.text(max_size=2), max_size=2),
         pending_parents=st.integers(0, 2),
         queued=st.booleans(),

@@ -92,7 +92,7 @@ for (const [mode, options] of MODES) {
         channel = child;
         concurrency = 2;
         execute(input) {
-          return input.i * 10; // a plain (non-async) return works too
+          return [input.i * 10]; // a plain (non-async) return works too (a bare 0 is null, as in Crew)
         }
       }
       const group = await client.createGroup("children");
@@ -103,7 +103,7 @@ for (const [mode, options] of MODES) {
       });
       const tasks = await client.getGroupTasks(group._id);
       const kids = tasks.filter((t) => t.channel === child);
-      assert.deepEqual(kids.map((t) => t.output).sort(), [0, 10]);
+      assert.deepEqual(kids.map((t) => t.output[0]).sort(), [0, 10]);
       for (const kid of kids) assert.deepEqual(kid.parentIds, [root._id]);
       assert.deepEqual((await client.getTask(root._id)).output, { made: 2 });
     });

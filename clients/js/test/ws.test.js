@@ -183,14 +183,14 @@ test("prefetched tasks wait for a free slot, their leases kept alive meanwhile",
     await eventually(() => run.events("worker.ws_up").length === 1);
     const tasks = await client.addTasks(
       group._id,
-      [0, 1, 2, 3].map((i) => ({ name: `t${i}`, channel, input: i })),
+      [0, 1, 2, 3].map((i) => ({ name: `t${i}`, channel, input: [i] })),
     );
     await delay(200);
     const leased = await Promise.all(tasks.map((t) => client.getTask(t._id)));
     assert.equal(leased.filter((t) => t.status === "leased").length, 3); // concurrency + prefetch
     await client.wait(group._id, { interval: 0.05, timeout: 10 });
     const done = await Promise.all(tasks.map((t) => client.getTask(t._id)));
-    assert.deepEqual(done.map((t) => t.output), [0, 1, 2, 3]);
+    assert.deepEqual(done.map((t) => t.output[0]), [0, 1, 2, 3]);
     assert.ok(done.every((t) => t.errors.length === 0)); // the third waited 0.8 s > its lease
     assert.equal(most, 1);
   } finally {
@@ -216,13 +216,13 @@ test("releases finishing together travel batched and are all acknowledged", asyn
     await eventually(() => run.events("worker.ws_up").length === 1);
     const tasks = await client.addTasks(
       group._id,
-      Array.from({ length: 8 }, (_, i) => ({ name: `t${i}`, channel, input: i })),
+      Array.from({ length: 8 }, (_, i) => ({ name: `t${i}`, channel, input: [i] })),
     );
     await eventually(async () => (await client.getGroup(group._id)).counts.leased === 8);
     open();
     await client.wait(group._id, { interval: 0.05, timeout: 10 });
     const done = await Promise.all(tasks.map((t) => client.getTask(t._id)));
-    assert.deepEqual(done.map((t) => t.output), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.deepEqual(done.map((t) => t.output[0]), [0, 1, 2, 3, 4, 5, 6, 7]);
     const lines = run.events("worker.task");
     assert.equal(lines.length, 8);
     assert.ok(lines.every((l) => l.via === "ws" && l.outcome === "ok"));
