@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Protocol
 
@@ -13,12 +15,13 @@ from aiohttp import web
 
 from crew_aio.clock import Clock, SystemClock
 from crew_aio.config import ExitCode, Settings
+from crew_aio.connections import Reaper, raise_file_limit
 from crew_aio.engine import Engine
-from crew_aio.http_api import CLEAN, HEALTH, SERVICE, WS_PATH, setup_routes
+from crew_aio.http_api import BODY_TIMEOUT, CLEAN, HEALTH, SERVICE, WS_PATH, setup_routes
 from crew_aio.loopmon import LOOP_MONITOR, LoopMonitor
 from crew_aio.middleware import auth_middleware, error_middleware
 from crew_aio.service import Limits, Service, StoreLike
-from crew_aio.store import SqliteStore, StoreCorrupt, StoreLocked
+from crew_aio.store import SqliteStore, StoreCorrupt, StoreLocked, StoreUnusable
 from crew_aio.timers import Timers
 from crew_aio.ws_hub import HUB, Hub, ws_handler
 
@@ -53,10 +56,16 @@ def create_app(
     settings: Settings, *, store: AppStore | None = None, clock: Clock | None = None
 ) -> web.Application:
     """The application; the store is opened (unless given) and loaded at startup."""
+    reaper = Reaper(settings.head_timeout)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware(settings.api_token, settings.worker_token)],
+        middlewares=[
+            reaper.middleware,
+            error_middleware,
+            auth_middleware(settings.api_token, settings.worker_token),
+        ],
     )
+    app[REAPER], app[BODY_TIMEOUT] = reaper, settings.body_timeout
     setup_routes(app)
     app.router.add_get(WS_PATH, ws_handler)
     age = settings.expired_group_interval_days * 86400
@@ -64,6 +73,9 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle(settings, store, clock or SystemClock()))
     app.cleanup_ctx.append(_loop_monitor)  # after the load at boot: it measures serving
     return app
+
+
+REAPER = web.AppKey("reaper", Reaper)
 
 
 async def _loop_monitor(app: web.Application) -> AsyncIterator[None]:
@@ -88,6 +100,8 @@ def _lifecycle(
         else:
             store = given
         engine = await load_engine(store)
+        if isinstance(clock, SystemClock):
+            clock.keep_after(engine.clock_mark)  # a host clock stepped back while we were down
         await store.start()
         service = Service(engine, store, clock, limits_of(settings))
         expire = (
@@ -138,10 +152,21 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     app = create_app(settings)
     # handler_cancellation: a long poll whose client went away stops waiting (and hands back a
     # lease it was granted) instead of leasing a task to nobody
+    # keepalive_timeout: a kept-alive connection idle (or half-sending a head) that long closes
     runner = web.AppRunner(
-        app, shutdown_timeout=settings.shutdown_timeout, access_log=None, handler_cancellation=True
+        app,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
+        handler_cancellation=True,
+        keepalive_timeout=settings.idle_timeout,
+        # after an answer sent before its body was read (a 408, a 413), the rest of the body is
+        # drained for at most this long, then the connection closes (aiohttp's default: 10 s)
+        lingering_time=1.0,
     )
+    raise_file_limit()  # each client is a socket: the soft limit (often 1,024) is raised
     await runner.setup()
+    assert runner.server is not None
+    reaping = asyncio.create_task(app[REAPER].run(runner.server), name="crew_aio.reaper")
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
@@ -151,7 +176,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
         log.info("stopping", extra={"event": "http.stopping"})
         app[SERVICE].drain()
+        # WebSockets first: aiohttp would otherwise wait its whole shutdown timeout for them
+        await app[HUB].close_all()
     finally:
+        reaping.cancel()
         await runner.cleanup()
     log.info("stopped", extra={"event": "http.stopped"})
 
@@ -166,13 +194,37 @@ def _loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 
 def run_server(settings: Settings) -> int:
-    """Run the server in this process until SIGTERM/SIGINT; returns the exit code."""
+    """Run the server in this process until SIGTERM/SIGINT; returns the exit code. A mistake
+    at start-up (a taken port, an unknown host, an unusable data directory) is one log line
+    and an exit code of its own, never a traceback."""
     try:
         _loop_runner()(serve(settings))
     except StoreLocked as exc:
-        log.error(str(exc), extra={"event": "store.locked"})
-        return ExitCode.STORE_LOCKED
+        return _fatal(exc, "store.locked", ExitCode.STORE_LOCKED)
     except StoreCorrupt as exc:
-        log.error(str(exc), extra={"event": "store.corrupt"})
-        return ExitCode.STORE_CORRUPT
+        return _fatal(exc, "store.corrupt", ExitCode.STORE_CORRUPT)
+    except StoreUnusable as exc:
+        return _fatal(exc, "store.unusable", ExitCode.DATA_DIR)
+    except OSError as exc:
+        code, what = _listen_error(exc)
+        where = f"{settings.host}:{settings.port}"
+        return _fatal(f"cannot listen on {where}: {what}", "http.listen_failed", code)
     return ExitCode.OK
+
+
+def _fatal(message: object, event: str, code: ExitCode) -> int:
+    log.error(str(message), extra={"event": event, "exit_code": int(code)})
+    return code
+
+
+def _listen_error(exc: OSError) -> tuple[ExitCode, str]:
+    """An error of binding the listening socket → its exit code and a few words."""
+    if isinstance(exc, socket.gaierror):
+        return ExitCode.BAD_HOST, f"unknown host ({exc.strerror})"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ExitCode.BAD_HOST, "the address is not one of this machine's"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ExitCode.NO_PERMISSION, "permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRINUSE:
+        return ExitCode.CANNOT_LISTEN, "the port is in use"
+    return ExitCode.CANNOT_LISTEN, exc.strerror or str(exc)

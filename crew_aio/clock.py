@@ -17,10 +17,28 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """Wall-clock time, as the server uses in production."""
+    """The server's time: the wall clock read once, at start, then carried forward by the
+    monotonic clock. A step of the host's clock while the server runs (an NTP correction, an
+    operator's ``date -s``) moves no lease deadline or ``runAfter``: a step back would wedge a
+    dead worker's task for as long as the step, a step forward would void every lease at once.
+
+    :meth:`keep_after` carries time across restarts: the server stores how far its clock got,
+    and a host clock found behind that at the next start is not believed (the server's clock
+    never runs backwards; it counts on from the stored mark until the host catches up).
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._mono = time.monotonic()
+        self._base = time.time() if start is None else start
 
     def now(self) -> float:
-        return time.time()
+        return self._base + (time.monotonic() - self._mono)
+
+    def keep_after(self, mark: float) -> None:
+        """Never read a time earlier than ``mark`` (the last time stored before a restart)."""
+        behind = mark - self.now()
+        if behind > 0:
+            self._base += behind
 
 
 class FakeClock:

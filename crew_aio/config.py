@@ -50,8 +50,12 @@ class ExitCode(enum.IntEnum):
 
     OK = 0
     STORE_CORRUPT = 65  # EX_DATAERR: the database file cannot be read; never recreated
+    BAD_HOST = 68  # EX_NOHOST: --host is not a name or address of this machine
+    CANNOT_LISTEN = 69  # EX_UNAVAILABLE: the port is taken (perhaps only for now: restart)
     STORE_STUCK = 70  # EX_SOFTWARE: a commit hung past its deadline; restart clean
+    DATA_DIR = 73  # EX_CANTCREAT: the data directory cannot be created, written or opened
     STORE_LOCKED = 75  # EX_TEMPFAIL: another server holds the data directory
+    NO_PERMISSION = 77  # EX_NOPERM: the port needs privileges this process lacks
     CONFIG = 78  # EX_CONFIG: a setting is invalid; restarting will not help
 
 
@@ -180,6 +184,24 @@ class Settings:
         "CREW_WS_HEARTBEAT",
         check=positive,
         doc="Seconds between WebSocket pings; a peer silent for one interval is dropped.",
+    )
+    head_timeout: float = _setting(
+        10.0,
+        "CREW_HEAD_TIMEOUT",
+        check=positive,
+        doc="Seconds a new connection gets to send its first request head (slowloris).",
+    )
+    body_timeout: float = _setting(
+        30.0,
+        "CREW_BODY_TIMEOUT",
+        check=positive,
+        doc="Seconds a request body may take to arrive (408 after).",
+    )
+    idle_timeout: float = _setting(
+        60.0,
+        "CREW_IDLE_TIMEOUT",
+        check=positive,
+        doc="Seconds a kept-alive HTTP connection may sit idle (or half-send a head).",
     )
     log_level: str = _setting(
         "info", "CREW_LOG_LEVEL", check=known_level, parse=parse_level, doc="Log level."

@@ -27,6 +27,7 @@ __all__ = [
     "NotFound",
     "StaleLease",
     "StoreUnavailable",
+    "TimedOut",
     "TooLarge",
     "Unauthorized",
 ]
@@ -36,6 +37,7 @@ class CrewError(Exception):
     """Base of every error crew_aio reports to a client."""
 
     code = "error"
+    close_connection = False  # the request's stream cannot be trusted: answer, then close
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -75,6 +77,13 @@ class Unauthorized(CrewError):
 
 class Forbidden(CrewError):
     code = "forbidden"
+
+
+class TimedOut(CrewError):
+    """The client took too long to send its request (answered 408; the connection closes)."""
+
+    code = "timeout"
+    close_connection = True
 
 
 class StoreUnavailable(CrewError):

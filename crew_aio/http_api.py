@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 import msgspec
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from crew_aio import protocol as p
-from crew_aio.errors import CrewError, Invalid
+from crew_aio.errors import Conflict, CrewError, Invalid, NotFound, StaleLease, TimedOut
 from crew_aio.service import Listing, Service
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
 log = logging.getLogger("crew_aio.http")
 
 SERVICE = web.AppKey("service", Service)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)  # seconds a request body may take to arrive
+SCOPE = web.RequestKey("scope", str)  # "admin" or "worker": what the caller may do (auth sets it)
 HEALTH = web.AppKey[Callable[[], Awaitable[bool]]]("health")
 
 # the ONE error → status table
@@ -44,6 +47,7 @@ STATUS = {
     "not_found": 404,
     "conflict": 409,
     "stale_lease": 409,
+    "timeout": 408,
     "too_large": 413,
     "store_unavailable": 503,
     "internal": 500,
@@ -65,7 +69,10 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 
 def crew_error_response(exc: CrewError) -> web.Response:
-    return error_response(STATUS.get(exc.code, 400), exc.code, exc.message, exc.field)
+    response = error_response(STATUS.get(exc.code, 400), exc.code, exc.message, exc.field)
+    if exc.close_connection:
+        response.force_close()
+    return response
 
 
 _NAMED = re.compile(r"^`(\w+)` ")
@@ -79,7 +86,18 @@ async def parse(request: web.Request, kind: type[B], *, optional: bool = False) 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     """Body → parsed JSON, not yet checked (``convert`` checks its nesting and shape)."""
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 30.0)):
+            raw = await request.read()
+    except TimeoutError:
+        raise TimedOut("the request body did not arrive in time") from None
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # e.g. Content-Encoding: gzip over a body that is not: a client's mistake
+        cause = exc.__cause__ or exc
+        text = str(cause).strip() or type(cause).__name__
+        error = Invalid(f"the body could not be read: {text}")
+        error.close_connection = True
+        raise error from None
     if not raw.strip() and optional:
         raw = b"{}"
     return loads(raw, "body")
@@ -292,17 +310,37 @@ async def acquire(request: web.Request) -> web.Response:
     return json_response(leases[0] if leases else {"task": None, "parents": []})
 
 
+def not_held(task_id: str) -> StaleLease:
+    """What a worker token hears of a task it holds no lease on, whether the task exists, is
+    leased by another, was completed by another or never was: a worker learns only about the
+    leases it holds (ids are predictable)."""
+    return StaleLease(f"task {task_id!r} is not leased by this worker")
+
+
 async def release(request: web.Request) -> web.Response:
     data = await read_json(request)
     if isinstance(data, dict) and isinstance(data.get("children"), list):
         svc(request).check_children(len(data["children"]))  # before checking every child
     body = convert(data, p.ReleaseBody)
-    return json_response(await svc(request).release(request.match_info["id"], body))
+    task_id = request.match_info["id"]
+    return await as_holder(request, task_id, svc(request).release(task_id, body))
 
 
 async def extend(request: web.Request) -> web.Response:
     body = await parse(request, p.ExtendBody)
-    return json_response(await svc(request).extend(request.match_info["id"], body))
+    task_id = request.match_info["id"]
+    return await as_holder(request, task_id, svc(request).extend(task_id, body))
+
+
+async def as_holder(request: web.Request, task_id: str, call: Awaitable[Any]) -> web.Response:
+    """The answer to a lease holder's call; a worker token hears :func:`not_held` for any task
+    it does not hold."""
+    try:
+        return json_response(await call)
+    except (NotFound, Conflict):
+        if request[SCOPE] == "worker":
+            raise not_held(task_id) from None
+        raise
 
 
 async def openapi(request: web.Request) -> web.Response:

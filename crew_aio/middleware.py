@@ -11,6 +11,7 @@ from aiohttp.typedefs import Middleware
 from crew_aio.errors import CrewError, Forbidden, Unauthorized
 from crew_aio.http_api import (
     ROUTES,
+    SCOPE,
     STATUS,
     WS_PATH,
     Handler,
@@ -24,7 +25,6 @@ log = logging.getLogger("crew_aio.http")
 
 # aiohttp's own HTTP errors (unknown route, body over the limit, ...) get the code of STATUS
 _CODES = {status: code for code, status in reversed(STATUS.items())} | {405: "method_not_allowed"}
-SCOPE = web.RequestKey("scope", str)  # "admin" or "worker": what the caller may do
 _SCOPES = {(r.method, r.path): r.scope for r in ROUTES} | {("GET", WS_PATH): "worker"}
 
 
@@ -50,7 +50,8 @@ def token_scope(header: str | None, admin: str | None, worker: str | None) -> st
     """The scope a bearer token grants: "admin", "worker", or None; constant-time compares."""
     if header is None or not header.startswith("Bearer "):
         return None
-    given = header[7:].strip().encode()
+    # a header's raw bytes come back as they were: a non-UTF-8 byte is just a wrong token
+    given = header[7:].strip().encode("utf-8", "surrogateescape")
     if admin is not None and hmac.compare_digest(given, admin.encode()):
         return "admin"
     if worker is not None and hmac.compare_digest(given, worker.encode()):
@@ -76,7 +77,9 @@ def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
         if need == "public":
             return await handler(request)
         header = request.headers.get("Authorization")
-        if header is None and "token" in request.query:
+        if header is None and path == WS_PATH and "token" in request.query:
+            # browsers cannot set a header on a WebSocket: the handshake may carry ?token=;
+            # REST clients send the header (a URL's token ends up in proxies' logs)
             header = f"Bearer {request.query['token']}"
         scope = token_scope(header, admin, worker)
         if scope is None:

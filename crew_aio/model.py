@@ -114,6 +114,7 @@ class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
     children: list[str] | None = None
     pending_parents: int = 0
     queued: bool = False
+    lease_filed: float | None = None  # the deadline of the lease's entry in the lease heap
 
 
 def format_time(when: float | None) -> str | None:

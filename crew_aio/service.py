@@ -20,7 +20,7 @@ from crew_aio import protocol as p
 from crew_aio.clock import Clock
 from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
-from crew_aio.engine.core import ID_MARK
+from crew_aio.engine.core import CLOCK_MARK, ID_MARK
 from crew_aio.errors import Invalid, TooLarge
 from crew_aio.model import (
     Status,
@@ -37,6 +37,7 @@ __all__ = ["Limits", "Listing", "Service", "StoreLike"]
 T = TypeVar("T")
 
 log = logging.getLogger("crew_aio.service")
+CLOCK_MARK_EVERY = 1.0  # seconds between stores of the clock mark (only when something changes)
 Json = dict[str, Any]
 
 
@@ -103,10 +104,13 @@ class Service:
         self.clock = clock
         self.limits = limits
         self.listeners: list[Callable[[Change], None]] = []
-        self.dispatcher = Dispatcher(self._lease_for)
+        self.dispatcher = Dispatcher(
+            self._lease_for, lambda channel: bool(engine.ready.get(channel))
+        )
         self._polls: set[_Poll] = set()
         self.draining = False
         self._id_staged = engine.last_id  # the id mark staged last (or loaded)
+        self._clock_staged = engine.clock_mark  # the clock mark staged last (or loaded)
 
     def drain(self) -> None:
         """Stop handing out tasks (shutdown): acquires answer empty, long polls end now."""
@@ -126,6 +130,10 @@ class Service:
         if engine.last_id != self._id_staged:  # new ids only: a release issues none
             self._id_staged = engine.last_id
             store.put(ID_MARK, {"last": self._id_staged})
+        now = self.clock.now()
+        if now - self._clock_staged >= CLOCK_MARK_EVERY:  # how far time got: at most 1 write/s
+            self._clock_staged = now
+            store.put(CLOCK_MARK, {"now": now})
         for gid in change.groups:
             g = engine.groups.get(gid)
             if g is None:

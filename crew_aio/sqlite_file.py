@@ -22,6 +22,7 @@ __all__ = [
     "StoreCorrupt",
     "StoreLocked",
     "StoreOpenError",
+    "StoreUnusable",
     "lock",
     "open_dict",
     "read_only_uri",
@@ -43,6 +44,11 @@ class StoreLocked(StoreOpenError):
 
 class StoreCorrupt(StoreOpenError):
     """The file is not a SQLite database or fails ``PRAGMA quick_check``."""
+
+
+class StoreUnusable(StoreOpenError):
+    """The data directory or its files cannot be created, written or opened (read-only, a
+    file where a directory belongs, no permission, no space)."""
 
 
 def lock(path: pathlib.Path) -> int:

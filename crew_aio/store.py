@@ -37,6 +37,7 @@ from crew_aio.sqlite_file import (
     StoreCorrupt,
     StoreLocked,
     StoreOpenError,
+    StoreUnusable,
     lock,
     open_dict,
     read_only_uri,
@@ -52,6 +53,7 @@ __all__ = [
     "StoreCorrupt",
     "StoreLocked",
     "StoreOpenError",
+    "StoreUnusable",
 ]
 
 log = logging.getLogger("crew_aio.store")
@@ -295,13 +297,21 @@ class SqliteStore(_GroupCommitStore):
     ) -> SqliteStore:
         """Lock, check and open ``path`` (blocking; call at boot). Raises StoreOpenError."""
         path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # sqlitedict logs ~10 ERROR lines per failed statement; the store logs each failure once.
         logging.getLogger("sqlitedict").setLevel(logging.CRITICAL)
-        lock_fd = lock(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = lock(path)
+        except OSError as exc:
+            raise StoreUnusable(
+                f"cannot use data directory {path.parent}: {_reason(exc)}"
+            ) from None
         try:
             refuse_corrupt(path)
             db = open_dict(path)
+        except (OSError, sqlite3.OperationalError) as exc:
+            unlock(lock_fd)
+            raise StoreUnusable(f"cannot open {path}: {_reason(exc)}") from None
         except BaseException:
             unlock(lock_fd)
             raise
@@ -465,3 +475,10 @@ def _rollback(conn: Any) -> None:
     _drain(conn)
     conn.execute("ROLLBACK")  # may fail ("no transaction is active"): the drain takes that
     _drain(conn)
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS or SQLite error as a few words: "Read-only file system", "Not a directory"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

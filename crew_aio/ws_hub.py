@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -20,9 +21,16 @@ from aiohttp import WSMsgType, web
 
 from crew_aio import protocol as p
 from crew_aio.engine import Change
-from crew_aio.errors import CrewError, Forbidden, Internal, Invalid, StoreUnavailable
-from crew_aio.http_api import STATUS, convert, loads, validate
-from crew_aio.middleware import SCOPE
+from crew_aio.errors import (
+    Conflict,
+    CrewError,
+    Forbidden,
+    Internal,
+    Invalid,
+    NotFound,
+    StoreUnavailable,
+)
+from crew_aio.http_api import SCOPE, STATUS, convert, loads, not_held, validate
 from crew_aio.model import group_to_api
 from crew_aio.service import Service
 
@@ -34,6 +42,9 @@ Json = dict[str, Any]
 HIGH_WATER = 256 * 1024  # bytes queued in the kernel/transport before a socket counts as slow
 REOFFER_EVERY = 1.0  # seconds: an idle subscription with room stands in its queues again
 MAX_OUTBOX = 1024  # frames waiting for a commit or the socket before its reading pauses
+MAX_OUTBOX_BYTES = 4 * 1024 * 1024  # ... or bytes (one bigger frame still goes through)
+FLUSH_BYTES = HIGH_WATER  # most bytes one flush hands the transport (then it waits to drain)
+CLOSE_WAIT = 0.5  # seconds a peer gets to answer the server's close frame at shutdown
 
 
 _FRAME: Any = p.Frame  # a union of Structs: convert() is typed for one class
@@ -48,6 +59,7 @@ class Peer:
         self.transport = request.transport
         self.scope: str = request.get(SCOPE, "admin")
         self.outbox: deque[bytes] = deque()
+        self.outbox_bytes = 0
         self.wake = asyncio.Event()
         self.sub: Subscription | None = None
         self.watch_all = False
@@ -57,13 +69,25 @@ class Peer:
 
     def send(self, frame: Json) -> None:
         if not self.closed:
-            self.outbox.append(orjson.dumps(frame))
+            data = orjson.dumps(frame)
+            self.outbox.append(data)
+            self.outbox_bytes += len(data)
             self.wake.set()
+
+    def full(self) -> bool:
+        """Answers pile up (the store is down, or the peer does not read): stop reading."""
+        return len(self.outbox) > MAX_OUTBOX or self.outbox_bytes > MAX_OUTBOX_BYTES
 
     def error(self, ref: object, exc: CrewError) -> None:
         frame: Json = {"type": "error", "ref": ref, "status": STATUS.get(exc.code, 400)}
         frame |= exc.to_dict()
         self.send(frame)
+
+    async def drained(self) -> None:
+        """Wait (reading nothing more: TCP backpressure) until the outbox is under its bounds."""
+        while self.full() and not self.closed:
+            self.flushed.clear()
+            await self.flushed.wait()
 
     def slow(self) -> bool:
         transport = self.transport
@@ -73,7 +97,11 @@ class Peer:
         while not self.closed:
             await self.wake.wait()
             self.wake.clear()
-            while self.outbox:
+            while self.outbox and not self.closed:
+                # a peer that does not read gets nothing more into the transport's buffer: the
+                # frames wait here, where the reader's pause (full()) bounds them
+                while self.slow() and not self.closed:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
                 # what these frames announce was staged before they were queued, so the sync
                 # covers it; frames queued while it waits may announce later writes: not yet
                 ready = len(self.outbox)
@@ -82,7 +110,14 @@ class Peer:
                 except StoreUnavailable:
                     await asyncio.sleep(0.5)  # they wait until the store can commit again
                     continue
-                batch = [self.outbox.popleft() for _ in range(ready)]
+                batch: list[bytes] = []
+                size = 0
+                while ready and (size < FLUSH_BYTES or not batch):
+                    data = self.outbox.popleft()
+                    batch.append(data)
+                    size += len(data)
+                    ready -= 1
+                self.outbox_bytes -= size
                 self.flushed.set()
                 transport = self.transport
                 if self.ws.closed or transport is None or transport.is_closing():
@@ -95,6 +130,16 @@ class Peer:
                 await asyncio.sleep(0.02)
             if self.sub is not None:
                 self.sub.offer()
+
+
+def _ref(value: object) -> object:
+    """The ``ref`` to echo: a string or integer as the protocol allows, else none (a 300-deep
+    ``ref`` must not make the error frame that answers it unencodable)."""
+    if type(value) is str and len(value) <= 256:
+        return value
+    if type(value) is int and -(2**63) <= value < 2**63:
+        return value
+    return None
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -121,9 +166,12 @@ class Subscription:
         self.held: dict[str, str] = {}  # task id → lease id
 
     def offer(self) -> None:
-        """Stand in every channel's queue again (after capacity or the socket freed up)."""
+        """Stand in every channel's queue again (after capacity or the socket freed up), in
+        arrival order, and take what is ready; a channel with nothing ready costs a lookup."""
+        dispatcher = self.peer.hub.service.dispatcher
         for channel in self.channels:
-            self.peer.hub.service.dispatcher.add(channel, self)
+            dispatcher.enqueue(channel, self)
+        dispatcher.run(self.channels)
 
     def wants(self) -> int:
         peer = self.peer
@@ -150,25 +198,48 @@ class Hub:
         self.peers: set[Peer] = set()
         self.held_by: dict[str, Subscription] = {}
         self.watching: set[Peer] = set()  # peers watching a group or all (events go to these)
+        self.by_channel: dict[str, dict[Subscription, None]] = {}  # channel → its subscribers
         service.listeners.append(self.on_change)
         self._reoffer = asyncio.get_running_loop().call_later(REOFFER_EVERY, self._reoffer_all)
 
     def _reoffer_all(self) -> None:
-        """Self-healing: every idle subscription with room stands in its queues again, so a
-        missed wake-up costs at most REOFFER_EVERY."""
+        """Self-healing: on each channel that may have a ready task, every subscriber with room
+        stands in the queue again, so a missed wake-up costs at most REOFFER_EVERY. The cost is
+        a lookup per subscribed channel, not sockets x channels."""
         self._reoffer = asyncio.get_running_loop().call_later(REOFFER_EVERY, self._reoffer_all)
         try:
-            for peer in self.peers:
-                if peer.sub is not None and peer.sub.wants() > 0:
-                    peer.sub.offer()
+            self._queue_subscribers(self.by_channel)
         except Exception:  # a bug here must not end the self-healing
             log.exception("re-offering subscriptions failed")
 
+    def _queue_subscribers(self, channels: Iterable[str]) -> None:
+        """Queue the subscribers with room on those of ``channels`` that may have a ready
+        task, then hand out what is ready there."""
+        service = self.service
+        ready, dispatcher = service.engine.ready, service.dispatcher
+        runs = []
+        for channel in channels:
+            subs = self.by_channel.get(channel)
+            if subs and ready.get(channel):
+                for sub in subs:
+                    if sub.wants() > 0:
+                        dispatcher.enqueue(channel, sub)
+                runs.append(channel)
+        if runs:
+            dispatcher.run(runs)
+
     # changes -----------------------------------------------------------------------------
     def on_change(self, change: Change) -> None:
-        """Free capacity whose lease ended elsewhere (REST, expiry, delete); publish events."""
+        """Free capacity whose lease ended elsewhere (REST, expiry, delete); queue the
+        subscribers of channels that turned ready (the service runs them next); publish."""
         if self.held_by:
             self._reconcile(change)
+        if change.ready_channels and self.by_channel:
+            dispatcher = self.service.dispatcher
+            for channel in change.ready_channels:
+                for sub in self.by_channel.get(channel, ()):
+                    if sub.wants() > 0:
+                        dispatcher.enqueue(channel, sub)
         if self.watching:
             self._publish(change)
 
@@ -211,32 +282,46 @@ class Hub:
                     peer.send({"type": "event", **event})
 
     # frames ------------------------------------------------------------------------------
-    def handle(self, peer: Peer, data: str | bytes) -> None:
-        """One message, handled at once: a frame, or a JSON array of frames (a batch, handled
-        in order as if sent one by one); answers wait in the outbox for the commit."""
+    def handle(self, peer: Peer, data: str | bytes) -> list[Any] | None:
+        """One message: a frame is handled at once; a JSON array of frames (a batch) is
+        returned, to be handled in order by :meth:`handle_batch` as if sent one by one.
+        Answers wait in the outbox for the commit."""
         try:
             raw = loads(data, "frame")
         except CrewError as exc:
             peer.error(None, exc)
-            return
+            return None
         if type(raw) is not list:
             self._handle(peer, raw)
         elif not 0 < len(raw) <= p.MAX_FRAMES:
             peer.error(None, Invalid(f"a batch holds 1 to {p.MAX_FRAMES} frames"))
         else:
-            for item in raw:
-                self._handle(peer, item)
+            return raw
+        return None
+
+    async def handle_batch(self, peer: Peer, frames: list[Any]) -> None:
+        """A batch's frames in order, pausing while the peer's answers pile up: 1,000 repeated
+        releases of a task with a big output cost one outbox, not a gigabyte."""
+        for item in frames:
+            self._handle(peer, item)
+            if peer.full():
+                await peer.drained()
 
     def _handle(self, peer: Peer, raw: Any) -> None:
         ref: object = None
         try:
             kind: Any = _FRAME
             if type(raw) is dict:
-                ref = raw.get("ref")
+                ref = _ref(raw.get("ref"))
                 tag = raw.get("type")
                 kind = p.FRAME_TYPES.get(tag, _FRAME) if type(tag) is str else _FRAME
             frame: p.Frame = convert(raw, kind)
-            self._dispatch(peer, frame, raw)
+            try:
+                self._dispatch(peer, frame, raw)
+            except (NotFound, Conflict):
+                if peer.scope == "worker" and isinstance(frame, p.ReleaseFrame | p.ExtendFrame):
+                    raise not_held(frame.task_id) from None
+                raise
         except CrewError as exc:
             peer.error(ref, exc)
         except Exception:  # a bug: answer it and keep the socket (and its worker) going
@@ -274,6 +359,8 @@ class Hub:
         self._unsubscribe(peer)
         sub = Subscription(peer, frame, self.service.lease_seconds(frame.lease_seconds))
         peer.sub = sub
+        for channel in sub.channels:
+            self.by_channel.setdefault(channel, {})[sub] = None
         answer = {"type": "subscribed", "ref": frame.ref, "workerId": sub.worker_id}
         peer.send(answer | {"channels": sub.channels, "capacity": sub.capacity})
         sub.offer()
@@ -284,6 +371,11 @@ class Hub:
             return
         for channel in sub.channels:
             self.service.dispatcher.remove(channel, sub)
+            subs = self.by_channel.get(channel)
+            if subs is not None:
+                subs.pop(sub, None)
+                if not subs:
+                    del self.by_channel[channel]
         for tid in sub.held:
             self.held_by.pop(tid, None)
 
@@ -321,10 +413,24 @@ class Hub:
         self.watching.discard(peer)
 
     async def close_all(self) -> None:
+        """Shutdown: every socket gets a close frame (1001, going away) at once; a peer that
+        has not answered it within CLOSE_WAIT is cut, so no worker holds up a restart (its
+        SDK reconnects to the next process; its leases stay as they are)."""
         self._reoffer.cancel()
-        for peer in list(self.peers):
-            with contextlib.suppress(Exception):
-                await peer.ws.close(code=1001, message=b"server shutting down")
+        peers = list(self.peers)
+        closing = [asyncio.ensure_future(self._close(peer)) for peer in peers]
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_WAIT)
+        for peer, task in zip(peers, closing, strict=True):
+            if not task.done():
+                task.cancel()
+                if peer.transport is not None:
+                    peer.transport.abort()
+
+    @staticmethod
+    async def _close(peer: Peer) -> None:
+        with contextlib.suppress(Exception):
+            await peer.ws.close(code=1001, message=b"server shutting down")
 
 
 HUB = web.AppKey("ws_hub", Hub)
@@ -332,7 +438,8 @@ HUB = web.AppKey("ws_hub", Hub)
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    ws = web.WebSocketResponse(heartbeat=hub.heartbeat, max_msg_size=hub.max_msg_size)
+    # aiohttp refuses a message of max_msg_size bytes or more: +1 lets the documented largest in
+    ws = web.WebSocketResponse(heartbeat=hub.heartbeat, max_msg_size=hub.max_msg_size + 1)
     await ws.prepare(request)
     peer = Peer(hub, ws, request)
     hub.peers.add(peer)
@@ -341,10 +448,11 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue  # close/error frames end the iteration; nothing else carries data
-            hub.handle(peer, msg.data)
-            while len(peer.outbox) > MAX_OUTBOX and not peer.closed:
-                peer.flushed.clear()  # answers pile up (store down, peer not reading): stop
-                await peer.flushed.wait()  # reading until they leave (TCP backpressure)
+            batch = hub.handle(peer, msg.data)
+            if batch is not None:
+                await hub.handle_batch(peer, batch)
+            if peer.full():
+                await peer.drained()
     finally:
         hub.disconnect(peer)
         sender.cancel()

@@ -22,9 +22,10 @@ from crew_aio.model import (
     task_to_record,
 )
 
-__all__ = ["ID_MARK", "Engine"]
+__all__ = ["CLOCK_MARK", "ID_MARK", "Engine"]
 
 ID_MARK = "m:ids"  # record of the highest id issued: ids of deleted tasks never come back
+CLOCK_MARK = "m:clock"  # record of how far the server's clock got (it never runs backwards)
 
 
 class Engine(Admin):
@@ -131,6 +132,8 @@ class Engine(Admin):
                     self.group_tasks.setdefault(group.id, {})
                 elif key == ID_MARK:
                     self.observe_id(value["last"])
+                elif key == CLOCK_MARK:
+                    self.clock_mark = max(self.clock_mark, float(value["now"]))
             except (KeyError, TypeError, ValueError, AttributeError):
                 skipped.append(key)
         return tasks, skipped

@@ -65,6 +65,7 @@ class State:
         self._last_ms = 0
         self._seq = 0
         self._last_id = f"{0:024x}"
+        self.clock_mark = 0.0  # the latest time a loaded store had seen (see Engine.load)
         self._ch = Change()
 
     # ids ---------------------------------------------------------------------------------
@@ -161,7 +162,13 @@ class State:
         self.channel_tasks.setdefault(t.channel, {})[t.id] = None
         self._index(t)
         if t.lease_id is not None and t.lease_expires_at is not None:
-            heapq.heappush(self.leases, (t.lease_expires_at, t.lease_id, t.id))
+            self._file_lease(t)
+
+    def _file_lease(self, t: Task) -> None:
+        """Enter ``t``'s lease in the lease heap at its current deadline."""
+        assert t.lease_id is not None and t.lease_expires_at is not None
+        t.lease_filed = t.lease_expires_at
+        heapq.heappush(self.leases, (t.lease_expires_at, t.lease_id, t.id))
 
     def _link(self, t: Task) -> None:
         """Enter ``t`` in its parents' children lists and count its incomplete parents."""

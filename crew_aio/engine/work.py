@@ -81,7 +81,7 @@ class Work(State):
         t.assigned_to, t.assigned_at = worker_id, now
         t.lease_id, t.lease_expires_at = self.new_id(now), now + lease_seconds
         self._index(t)
-        heapq.heappush(self.leases, (t.lease_expires_at, t.lease_id, t.id))
+        self._file_lease(t)
         self._touch(t, now)
         if t.key is not None:
             for mid in list(self.keys.get((t.channel, t.key), ())):
@@ -119,8 +119,11 @@ class Work(State):
         if t.is_complete:
             raise Conflict(f"task {task_id!r} is already complete")
         self._check_holder(t, worker_id, lease_id, now)
+        # a later deadline needs no new heap entry: when the filed one comes due, _advance
+        # files the lease again (one entry per lease, not one per heartbeat); an earlier one does
         t.lease_expires_at = now + lease_seconds
-        heapq.heappush(self.leases, (t.lease_expires_at, t.lease_id or "", t.id))
+        if t.lease_filed is None or t.lease_expires_at < t.lease_filed:
+            self._file_lease(t)
         self._touch(t, now)
         return t, ch
 
@@ -257,7 +260,9 @@ class Work(State):
                 if c.run_after is None:
                     self._delay(c, now + delay, now)
             for cid in t.children or ():
-                self._delay(self.tasks[cid], now + delay, now)
+                child = self.tasks[cid]
+                if not child.is_complete:  # a key-mate child completed with ``t`` stays as is
+                    self._delay(child, now + delay, now)
         for c in [*unblocked, *new]:
             self._queue(c, now)
 
@@ -309,6 +314,9 @@ class Work(State):
             _, lid, tid = heapq.heappop(leases)
             t = self.tasks.get(tid)
             if t is None or t.lease_id != lid or t.lease_expires_at is None:
+                continue
+            if t.lease_expires_at > now:  # extended since this entry was filed
+                self._file_lease(t)
                 continue
             if t.lease_expires_at <= now:
                 t.held_by, t.held_lease = t.assigned_to, t.lease_id

@@ -190,9 +190,9 @@ async def test_releases_of_one_loop_turn_travel_as_one_batch(
     messages: list[Any] = []
     handle = type(hub).handle
 
-    def counting(self: Any, peer: Any, data: str | bytes) -> None:
+    def counting(self: Any, peer: Any, data: str | bytes) -> Any:
         messages.append(data)
-        handle(self, peer, data)
+        return handle(self, peer, data)
 
     monkeypatch.setattr(type(hub), "handle", counting)
     gid = (await client.create_group("batch"))["_id"]

@@ -38,6 +38,9 @@ EXPECTED: dict[str, tuple[object, tuple[str, ...]]] = {
     "commit_timeout": (10.0, ("CREW_COMMIT_TIMEOUT",)),
     "shutdown_timeout": (20.0, ("CREW_SHUTDOWN_TIMEOUT",)),
     "ws_heartbeat": (15.0, ("CREW_WS_HEARTBEAT",)),
+    "head_timeout": (10.0, ("CREW_HEAD_TIMEOUT",)),
+    "body_timeout": (30.0, ("CREW_BODY_TIMEOUT",)),
+    "idle_timeout": (60.0, ("CREW_IDLE_TIMEOUT",)),
     "log_level": ("info", ("CREW_LOG_LEVEL",)),
     "log_json": (False, ("CREW_LOG_JSON",)),
 }
@@ -63,6 +66,9 @@ SAMPLE = {
     "commit_timeout": "2.5",
     "shutdown_timeout": "1",
     "ws_heartbeat": "5",
+    "head_timeout": "3",
+    "body_timeout": "4",
+    "idle_timeout": "6",
     "log_level": "debug",
     "log_json": "1",
 }
@@ -289,7 +295,11 @@ def test_exit_codes_are_sysexits() -> None:
     assert {code.name: int(code) for code in ExitCode} == {
         "OK": 0,
         "STORE_CORRUPT": 65,
+        "BAD_HOST": 68,
+        "CANNOT_LISTEN": 69,
         "STORE_STUCK": 70,
+        "DATA_DIR": 73,
         "STORE_LOCKED": 75,
+        "NO_PERMISSION": 77,
         "CONFIG": 78,
     }

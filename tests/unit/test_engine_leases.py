@@ -129,3 +129,19 @@ def test_tick_with_nothing_due_changes_nothing(engine: Engine, gid: str) -> None
     change = engine.tick(T0 + 1)
     assert not change and change.ready_channels == set()
     assert snapshot(engine) == before
+
+
+def test_heartbeats_leave_one_heap_entry_per_lease(engine: Engine, gid: str) -> None:
+    """D12: every extend used to push a heap entry held until its deadline (1,000,000
+    heartbeats: +118 MiB). Now the lease's one entry is refiled when it comes due."""
+    create(engine, gid, spec("a"))
+    t = acquire_one(engine, lease=10)
+    for i in range(10_000):
+        engine.extend(t.id, "w1", t.lease_id, 10, T0 + i * 0.001)
+    assert len(engine.leases) == 1
+    last = T0 + 9_999 * 0.001
+    engine.tick(T0 + 10)  # the first deadline passes: the entry is refiled, nothing expires
+    assert t.lease_id is not None and t.errors == [] and len(engine.leases) == 1
+    assert engine.next_deadline() == last + 10
+    engine.tick(last + 10)
+    assert t.lease_id is None and t.errors[-1]["message"] == "lease expired"
