@@ -103,7 +103,9 @@ def _lifecycle(
         if isinstance(clock, SystemClock):
             clock.keep_after(engine.clock_mark)  # a host clock stepped back while we were down
         await store.start()
-        service = Service(engine, store, clock, limits_of(settings))
+        service = Service(
+            engine, store, clock, limits_of(settings), reload=lambda: load_engine(store)
+        )
         expire = (
             settings.expired_group_interval_days * 86400 if settings.clean_expired_groups else None
         )
@@ -114,6 +116,8 @@ def _lifecycle(
         )
         timer_task = asyncio.create_task(timers.run(), name="crew_aio.timers")
         yield
+        if service.rebuilding is not None:
+            service.rebuilding.cancel()
         await hub.close_all()
         timer_task.cancel()
         await asyncio.gather(timer_task, return_exceptions=True)

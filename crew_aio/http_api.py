@@ -7,6 +7,7 @@ document; the error table is the one place where error codes become HTTP statuse
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -193,9 +194,22 @@ async def count_groups(request: web.Request) -> web.Response:
     return json_response(await svc(request).count_groups())
 
 
+async def idempotency(request: web.Request) -> tuple[str, str] | None:
+    """The ``Idempotency-Key`` of a create and a fingerprint of the request: a retry with the
+    same key gets what the first try created (for 24 h); the key reused for another request
+    is a 409."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= 255 or not key.isprintable():
+        raise Invalid("Idempotency-Key must be 1 to 255 printable characters", field="key")
+    digest = hashlib.sha256(request.path.rstrip("/").encode() + b"\0" + await request.read())
+    return key, digest.hexdigest()[:32]
+
+
 async def create_group(request: web.Request) -> web.Response:
     body = await parse(request, p.CreateGroupBody)
-    return json_response(await svc(request).create_group(body))
+    return json_response(await svc(request).create_group(body, await idempotency(request)))
 
 
 async def get_group(request: web.Request) -> web.Response:
@@ -238,12 +252,14 @@ async def listing_response(request: web.Request, listing: Listing) -> web.Stream
 async def create_tasks(request: web.Request) -> web.StreamResponse:
     data = await read_json(request)
     gid = request.match_info["id"]
+    key = await idempotency(request)
     if isinstance(data, list):
         svc(request).check_batch(len(data))  # before checking (and building) every entry
         bodies = convert(data, list[p.TaskChildBody])
-        return await listing_response(request, await svc(request).create_listing(gid, bodies))
+        listing = await svc(request).create_listing(gid, bodies, key)
+        return await listing_response(request, listing)
     body = convert(data, p.TaskChildBody)
-    return json_response((await svc(request).create_tasks(gid, [body]))[0])
+    return json_response((await svc(request).create_tasks(gid, [body], key))[0])
 
 
 async def pause_group(request: web.Request) -> web.Response:

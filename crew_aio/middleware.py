@@ -12,6 +12,7 @@ from crew_aio.errors import CrewError, Forbidden, Unauthorized
 from crew_aio.http_api import (
     ROUTES,
     SCOPE,
+    SERVICE,
     STATUS,
     WS_PATH,
     Handler,
@@ -66,6 +67,8 @@ def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if admin is None and worker is None:
             request[SCOPE] = "admin"
+            if _SCOPES.get((request.method, request.path.rstrip("/") or "/")) != "public":
+                request.app[SERVICE].check_available()
             return await handler(request)
         route = request.match_info.route
         path = route.resource.canonical if route.resource is not None else request.path
@@ -76,6 +79,7 @@ def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
             need = "public"
         if need == "public":
             return await handler(request)
+        request.app[SERVICE].check_available()  # 503 while reloading after a failed commit
         header = request.headers.get("Authorization")
         if header is None and path == WS_PATH and "token" in request.query:
             # browsers cannot set a header on a WebSocket: the handshake may carry ?token=;

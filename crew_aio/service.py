@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -21,7 +21,7 @@ from crew_aio.clock import Clock
 from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
 from crew_aio.engine.core import CLOCK_MARK, ID_MARK
-from crew_aio.errors import Invalid, TooLarge
+from crew_aio.errors import Conflict, Invalid, NotFound, StoreUnavailable, TooLarge
 from crew_aio.model import (
     Status,
     Task,
@@ -39,12 +39,16 @@ T = TypeVar("T")
 log = logging.getLogger("crew_aio.service")
 CLOCK_MARK_EVERY = 1.0  # seconds between stores of the clock mark (only when something changes)
 Json = dict[str, Any]
+Idempotency = tuple[str, str] | None  # (Idempotency-Key, fingerprint of the request)
 
 
 class StoreLike(Protocol):
+    on_failure: Callable[[BaseException], None] | None
+
     def put(self, key: str, value: Any) -> None: ...
     def delete(self, key: str) -> None: ...
     async def sync(self) -> None: ...
+    async def recover(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,19 +102,82 @@ class _Poll:
 
 
 class Service:
-    def __init__(self, engine: Engine, store: StoreLike, clock: Clock, limits: Limits) -> None:
+    """``reload`` rebuilds an engine from what the store committed: after a failed commit the
+    service answers 503 to everything until the store commits again and the engine is rebuilt
+    (memory then holds exactly what was acknowledged: a 503 means not done)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: StoreLike,
+        clock: Clock,
+        limits: Limits,
+        reload: Callable[[], Awaitable[Engine]] | None = None,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.clock = clock
         self.limits = limits
         self.listeners: list[Callable[[Change], None]] = []
+        # a channel with an empty ready heap surely has nothing to hand out (the engine is
+        # read at each call: a reload after a failed commit replaces it)
         self.dispatcher = Dispatcher(
-            self._lease_for, lambda channel: bool(engine.ready.get(channel))
+            self._lease_for, lambda channel: bool(self.engine.ready.get(channel))
         )
         self._polls: set[_Poll] = set()
         self.draining = False
         self._id_staged = engine.last_id  # the id mark staged last (or loaded)
         self._clock_staged = engine.clock_mark  # the clock mark staged last (or loaded)
+        self.reload = reload
+        self.rebuilding: asyncio.Task[None] | None = None
+        self.on_reset: list[Callable[[], None]] = []  # told when the engine is to be rebuilt
+        store.on_failure = self._store_failed
+
+    # failed commits ------------------------------------------------------------------------
+    def check_available(self) -> None:
+        """Refuse work while the engine is being rebuilt after a failed commit."""
+        if self.rebuilding is not None:
+            raise StoreUnavailable("a commit failed: the server is reloading what was committed")
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """A commit failed and its writes were dropped: what memory holds is no longer what was
+        acknowledged. Everything waiting hears 503 now; the engine is rebuilt from the store as
+        soon as it commits again."""
+        if self.rebuilding is not None or self.reload is None:
+            return
+        log.error("a commit failed: reloading the state from the store once it commits again",
+                  extra={"event": "store.failed", "error": str(exc)})  # fmt: skip
+        self.rebuilding = asyncio.get_running_loop().create_task(
+            self._rebuild(), name="crew_aio.rebuild"
+        )
+        for poll in list(self._polls):
+            poll.flush()
+        for hook in self.on_reset:
+            hook()
+
+    async def _rebuild(self) -> None:
+        assert self.reload is not None
+        delay = 0.1
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                if not await self.store.recover():
+                    continue
+                try:
+                    engine = await self.reload()
+                except Exception:
+                    log.exception("reloading the state failed", extra={"event": "store.reload"})
+                    continue
+                self.engine = engine
+                self._id_staged, self._clock_staged = engine.last_id, engine.clock_mark
+                break
+        finally:
+            self.rebuilding = None
+        log.info("reloaded the committed state", extra={"event": "store.recovered",
+                                                         "tasks": len(engine.tasks)})  # fmt: skip
+        if not self.draining:
+            self.dispatcher.run(list(engine.ready))
 
     def drain(self) -> None:
         """Stop handing out tasks (shutdown): acquires answer empty, long polls end now."""
@@ -127,6 +194,21 @@ class Service:
                 store.delete(f"t:{tid}")
             else:
                 store.put(f"t:{tid}", task_to_record(t))
+        for gid in change.groups:
+            g = engine.groups.get(gid)
+            if g is None:
+                store.delete(f"g:{gid}")
+            else:
+                store.put(f"g:{gid}", group_to_record(g))
+        self._stage_marks(change)
+        for listener in self.listeners:
+            listener(change)
+        if change.ready_channels and not self.draining:
+            self.dispatcher.run(change.ready_channels)
+
+    def _stage_marks(self, change: Change) -> None:
+        """The id and clock marks when they moved, and the idempotency keys of the change."""
+        engine, store = self.engine, self.store
         if engine.last_id != self._id_staged:  # new ids only: a release issues none
             self._id_staged = engine.last_id
             store.put(ID_MARK, {"last": self._id_staged})
@@ -134,16 +216,12 @@ class Service:
         if now - self._clock_staged >= CLOCK_MARK_EVERY:  # how far time got: at most 1 write/s
             self._clock_staged = now
             store.put(CLOCK_MARK, {"now": now})
-        for gid in change.groups:
-            g = engine.groups.get(gid)
-            if g is None:
-                store.delete(f"g:{gid}")
+        for key in change.keys:
+            remembered = engine.remembered.get(key)
+            if remembered is None:
+                store.delete(f"k:{key}")
             else:
-                store.put(f"g:{gid}", group_to_record(g))
-        for listener in self.listeners:
-            listener(change)
-        if change.ready_channels and not self.draining:
-            self.dispatcher.run(change.ready_channels)
+                store.put(f"k:{key}", remembered.record())
 
     async def _done(self, change: Change, answer: T) -> T:
         self._staged(change, answer)
@@ -178,9 +256,35 @@ class Service:
         return min(seconds, self.limits.max_lease_seconds)
 
     # groups ------------------------------------------------------------------------------
-    async def create_group(self, body: p.CreateGroupBody) -> Json:
-        group, ch = self.engine.create_group(body.name, self.clock.now(), body.is_paused)
+    async def create_group(self, body: p.CreateGroupBody, key: Idempotency = None) -> Json:
+        again = self._recall(key, "group")
+        if again is not None:
+            return await self._done(Change(), self.group_json(self.engine.group(again[0])))
+        now = self.clock.now()
+        group, ch = self.engine.create_group(body.name, now, body.is_paused)
+        self._remember(key, "group", (group.id,), now)
         return await self._done(ch, self.group_json(group))
+
+    def _recall(self, key: Idempotency, kind: str) -> tuple[str, ...] | None:
+        """The ids a create under ``key`` made before (a retry), or None (a first try)."""
+        if key is None:
+            return None
+        remembered = self.engine.remembered.get(key[0])
+        if remembered is None:
+            return None
+        if remembered.fingerprint != key[1] or remembered.kind != kind:
+            raise Conflict("this Idempotency-Key was used for another request", field="key")
+        return remembered.ids
+
+    def _remember(self, key: Idempotency, kind: str, ids: tuple[str, ...], now: float) -> None:
+        if key is not None:
+            self.engine.remember(key[0], kind, ids, key[1], now)
+
+    def _existing(self, ids: tuple[str, ...]) -> list[Task]:
+        tasks = [self.engine.tasks[i] for i in ids if i in self.engine.tasks]
+        if not tasks:
+            raise NotFound("the tasks created under this Idempotency-Key were deleted since")
+        return tasks
 
     async def list_groups(self, limit: int | None, skip: int) -> list[Json]:
         groups = self.engine.list_groups(limit, skip)
@@ -236,17 +340,29 @@ class Service:
             limit = self.limits.max_children_per_release
             raise TooLarge(f"at most {limit} children per release", field="children")
 
-    async def create_tasks(self, group_id: str, bodies: Sequence[p.CreateTaskBody]) -> list[Json]:
+    async def create_tasks(
+        self, group_id: str, bodies: Sequence[p.CreateTaskBody], key: Idempotency = None
+    ) -> list[Json]:
+        again = self._recall(key, "tasks")
+        if again is not None:
+            return await self._done(Change(), [self.task_json(t) for t in self._existing(again)])
         self.check_batch(len(bodies))
         specs = [self.spec(b, i) for i, b in enumerate(bodies)]
-        tasks, ch = self.engine.create_tasks(group_id, specs, self.clock.now())
+        now = self.clock.now()
+        tasks, ch = self.engine.create_tasks(group_id, specs, now)
+        self._remember(key, "tasks", tuple(t.id for t in tasks), now)
         return await self._done(ch, [self.task_json(t) for t in tasks])
 
-    async def create_listing(self, group_id: str, bodies: Sequence[p.CreateTaskBody]) -> Listing:
+    async def create_listing(
+        self, group_id: str, bodies: Sequence[p.CreateTaskBody], key: Idempotency = None
+    ) -> Listing:
         """:meth:`create_tasks` for a batch of any size, holding the loop for the engine step
         only (it and its staging stay one step: nothing may commit in between). The specs are
         built a chunk at a time before it (they only read the request); the created tasks are
         snapshot as created and rendered a chunk at a time after the commit."""
+        again = self._recall(key, "tasks")
+        if again is not None:
+            return await self._listing(self._existing(again))
         self.check_batch(len(bodies))
         chunk = Listing.CHUNK
         specs: list[TaskSpec] = []
@@ -257,6 +373,7 @@ class Service:
             specs += [self.spec(b, i) for i, b in enumerate(part, start)]
         now = self.clock.now()
         tasks, ch = self.engine.create_tasks(group_id, specs, now)
+        self._remember(key, "tasks", tuple(t.id for t in tasks), now)
         return await self._done(ch, self._snapshot(tasks, now))
 
     def spec(self, body: p.CreateTaskBody, index: int) -> TaskSpec:
@@ -428,6 +545,7 @@ class Service:
 
     # time --------------------------------------------------------------------------------
     async def tick(self) -> None:
+        self.check_available()
         ch = self.engine.tick(self.clock.now())
         await self._done(ch, None)
 

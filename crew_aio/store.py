@@ -73,9 +73,11 @@ class Store(Protocol):
     cannot be decoded. ``put`` encodes at once; the last write to a key before a commit wins.
     A committer task commits each staged batch in one transaction, in order. ``sync`` returns once
     everything staged before the call is committed (at once if nothing is staged or in flight), or
-    raises StoreUnavailable if that batch failed: its writes then stay staged, under any newer
-    ones, and the next commit retries them; whoever waits on writes staged during the failed
-    commit gets the same error at once. ``close`` commits what is staged, then closes
+    raises StoreUnavailable if that batch failed. A failed commit drops its writes and every
+    write staged behind it (whoever waits on them gets the same error at once): a 503 means not
+    done. The store is then ``failed``: ``put``, ``delete`` and ``sync`` raise StoreUnavailable
+    and ``on_failure`` is called once, until ``recover`` commits a probe (the owner reloads what
+    is committed before it writes again). ``close`` commits what is staged, then closes
     (idempotent). ``check`` writes ``m:health`` and syncs. ``pending``: keys staged or in flight.
     """
 
@@ -86,6 +88,9 @@ class Store(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def check(self) -> bool: ...
+    async def recover(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
     @property
     def pending(self) -> int: ...
 
@@ -118,6 +123,10 @@ class _GroupCommitStore:
         self._closing = False  # no more puts
         self._stopping = False  # committer exits
         self._health = 0
+        # a commit failed: its writes and those staged behind it were dropped, and the store
+        # refuses writes and syncs until recover(); its owner reloads what is committed
+        self._failure: BaseException | None = None
+        self.on_failure: Callable[[BaseException], None] | None = None
 
     async def _commit(self, batch: Batch) -> None:
         raise NotImplementedError
@@ -134,6 +143,8 @@ class _GroupCommitStore:
     def _stage(self, key: str, data: bytes | None) -> None:
         if self._closing:
             raise StoreUnavailable("the store is closed")
+        if self._failure is not None:
+            raise StoreUnavailable(f"the store cannot commit: {self._failure}")
         self._staged[key] = data
         self._wake.set()
 
@@ -143,7 +154,31 @@ class _GroupCommitStore:
             return len(self._staged)
         return len(self._staged.keys() | self._inflight.keys())
 
+    @property
+    def failed(self) -> bool:
+        """A commit failed and :meth:`recover` has not succeeded since."""
+        return self._failure is not None
+
+    async def recover(self) -> bool:
+        """After a failed commit: commit a probe; if it goes through, take writes again (the
+        owner first reloads its state from what is committed). True when the store works."""
+        if self._failure is None:
+            return True
+        if self._inflight_done is not None:  # a batch is still failing its way out
+            return False
+        self._staged, self._staged_done = {}, None
+        self._health += 1
+        try:
+            await self._commit({"m:health": orjson.dumps({"seq": self._health})})
+        except Exception as exc:
+            log.info("the store still cannot commit: %s", exc)
+            return False
+        self._failure = None
+        return True
+
     async def sync(self) -> None:
+        if self._failure is not None:
+            raise StoreUnavailable(f"the store cannot commit: {self._failure}")
         if self._staged:
             if self._task is None:
                 raise RuntimeError("the store's committer is not running: call start() first")
@@ -166,7 +201,7 @@ class _GroupCommitStore:
             self._task = asyncio.create_task(self._run(), name="crew-store-committer")
 
     async def check(self) -> bool:
-        if self._closing or self._task is None:
+        if self._closing or self._task is None or self._failure is not None:
             return False
         self._health += 1
         self.put("m:health", {"seq": self._health})
@@ -186,7 +221,8 @@ class _GroupCommitStore:
         await self.start()
         error: StoreUnavailable | None = None
         try:
-            await self.sync()
+            if self._failure is None:  # a failed store has nothing staged left to commit
+                await self.sync()
         except StoreUnavailable as exc:
             log.error("closing with %d writes that could not be committed: %s", self.pending, exc)
             error = exc
@@ -220,16 +256,21 @@ class _GroupCommitStore:
         try:
             await self._commit(batch)
         except BaseException as exc:
-            self._staged = {**batch, **self._staged}  # failed writes under newer ones
+            # "not done" must mean not done: the failed writes and those staged behind them
+            # are dropped, and every caller of sync() hears of it (503); nothing more is taken
+            # until recover(), once the owner reloaded its state from what is committed
+            behind, dropped = self._staged_done, len(self._staged)
+            self._staged, self._staged_done = {}, None
+            self._failure = exc
             done.set_result(exc)
-            # who staged during the failed commit hears of it now, not one more failure later:
-            # a failing store answers within one commit attempt; the writes stay staged
-            behind, self._staged_done = self._staged_done, None
             if behind is not None:
                 behind.set_result(exc)
             if not isinstance(exc, Exception):
                 raise
-            log.error("commit of %d keys failed, they stay staged: %s", len(batch), exc)
+            log.error("commit of %d keys failed; they and %d staged behind them are dropped: %s",
+                      len(batch), dropped, exc)  # fmt: skip
+            if self.on_failure is not None:
+                self.on_failure(exc)
             return False
         finally:
             self._inflight, self._inflight_done = {}, None

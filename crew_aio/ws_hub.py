@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import math
+import socket
+import struct
+import termios
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -66,6 +72,8 @@ class Peer:
         self.watch_groups: set[str] = set()
         self.closed = False
         self.flushed = asyncio.Event()  # set whenever frames left the outbox
+        self._silent = False
+        self._silent_at = -math.inf
 
     def send(self, frame: Json) -> None:
         if not self.closed:
@@ -92,6 +100,18 @@ class Peer:
     def slow(self) -> bool:
         transport = self.transport
         return transport is None or transport.get_write_buffer_size() > HIGH_WATER
+
+    def silent(self) -> bool:
+        """The peer stopped acknowledging what it is sent: its machine vanished or its network
+        dropped (no FIN, no RST), which the heartbeat would only notice after seconds. Read
+        from the kernel: a segment retransmitted twice unanswered (~0.6 s), or unanswered
+        zero-window probes. Such a socket is pushed nothing until it answers again."""
+        now = time.monotonic()
+        if now - self._silent_at < SILENT_EVERY:
+            return self._silent
+        self._silent_at = now
+        self._silent = tcp_stalled(self.transport)
+        return self._silent
 
     async def run_sender(self) -> None:
         while not self.closed:
@@ -130,6 +150,37 @@ class Peer:
                 await asyncio.sleep(0.02)
             if self.sub is not None:
                 self.sub.offer()
+
+
+# the head of Linux's struct tcp_info: 8 u8 (state, ca_state, retransmits, probes, backoff,
+# options, window scales, rate flags), then u32 rto, ato, snd_mss, rcv_mss, unacked, sacked,
+# lost, retrans, fackets, last_data_sent (ms since new data last left)
+_TCP_INFO = struct.Struct("8B10I")
+_OUTQ = struct.Struct("i")
+STALLED_AFTER = 2  # retransmissions of the oldest segment in flight, unanswered
+STUCK_MS = 1000  # bytes queued for the peer and none could leave for this long: not reading
+SILENT_EVERY = 0.1  # seconds a silence reading is reused (a few syscalls per peer at most)
+
+
+def tcp_stalled(transport: asyncio.BaseTransport | None) -> bool:
+    """True when the peer vanished (the kernel retransmits to it unanswered) or does not read
+    (bytes wait for it and none could be sent for STUCK_MS: its window is shut)."""
+    if transport is None:
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+        info: tuple[int, ...] = _TCP_INFO.unpack_from(raw)
+        if info[2] >= STALLED_AFTER:  # retransmits
+            return True
+        if info[8 + 9] < STUCK_MS:  # new data left recently: the peer takes it
+            return False
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, _OUTQ.pack(0))
+    except OSError:
+        return False
+    return bool(_OUTQ.unpack(queued)[0] > 0)
 
 
 def _ref(value: object) -> object:
@@ -177,6 +228,8 @@ class Subscription:
         peer = self.peer
         if peer.closed or peer.sub is not self or peer.hub.service.draining or peer.slow():
             return 0
+        if peer.silent():
+            return 0
         return max(0, self.capacity - len(self.held))
 
     def deliver(self, leases: list[Json]) -> None:
@@ -199,7 +252,9 @@ class Hub:
         self.held_by: dict[str, Subscription] = {}
         self.watching: set[Peer] = set()  # peers watching a group or all (events go to these)
         self.by_channel: dict[str, dict[Subscription, None]] = {}  # channel → its subscribers
+        self._closing: set[asyncio.Future[None]] = set()
         service.listeners.append(self.on_change)
+        service.on_reset.append(self.reset)
         self._reoffer = asyncio.get_running_loop().call_later(REOFFER_EVERY, self._reoffer_all)
 
     def _reoffer_all(self) -> None:
@@ -316,6 +371,7 @@ class Hub:
                 tag = raw.get("type")
                 kind = p.FRAME_TYPES.get(tag, _FRAME) if type(tag) is str else _FRAME
             frame: p.Frame = convert(raw, kind)
+            self.service.check_available()
             try:
                 self._dispatch(peer, frame, raw)
             except (NotFound, Conflict):
@@ -412,6 +468,18 @@ class Hub:
         self.peers.discard(peer)
         self.watching.discard(peer)
 
+    def reset(self) -> None:
+        """A commit failed and the engine is to be rebuilt: what the outboxes announce may never
+        have been committed, so nothing more is sent; every socket is closed with 1013 (try
+        again later) and its worker reconnects once the server has reloaded."""
+        for peer in list(self.peers):
+            peer.outbox.clear()
+            peer.outbox_bytes = 0
+            self.disconnect(peer)
+            closing = asyncio.ensure_future(self._close(peer, 1013, b"reloading, try again"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
     async def close_all(self) -> None:
         """Shutdown: every socket gets a close frame (1001, going away) at once; a peer that
         has not answered it within CLOSE_WAIT is cut, so no worker holds up a restart (its
@@ -428,9 +496,11 @@ class Hub:
                     peer.transport.abort()
 
     @staticmethod
-    async def _close(peer: Peer) -> None:
+    async def _close(
+        peer: Peer, code: int = 1001, message: bytes = b"server shutting down"
+    ) -> None:
         with contextlib.suppress(Exception):
-            await peer.ws.close(code=1001, message=b"server shutting down")
+            await peer.ws.close(code=code, message=message)
 
 
 HUB = web.AppKey("ws_hub", Hub)

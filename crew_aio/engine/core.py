@@ -11,6 +11,7 @@ from operator import attrgetter
 from typing import Any
 
 from crew_aio.engine.admin import Admin
+from crew_aio.engine.state import Remembered
 from crew_aio.model import (
     Status,
     Task,
@@ -100,6 +101,7 @@ class Engine(Admin):
         """
         tasks, skipped = self._read(records)
         self.groups = dict(sorted(self.groups.items()))
+        self.remembered = dict(sorted(self.remembered.items(), key=lambda kv: kv[1].at))
         tasks.sort(key=attrgetter("id"))
         skipped += [f"t:{t.id}" for t in tasks if t.group_id not in self.groups]
         tasks = [t for t in tasks if t.group_id in self.groups]
@@ -134,6 +136,8 @@ class Engine(Admin):
                     self.observe_id(value["last"])
                 elif key == CLOCK_MARK:
                     self.clock_mark = max(self.clock_mark, float(value["now"]))
+                elif key.startswith("k:"):
+                    self.remembered[key[2:]] = Remembered.from_record(value)
             except (KeyError, TypeError, ValueError, AttributeError):
                 skipped.append(key)
         return tasks, skipped

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from crew_aio.errors import NotFound
 from crew_aio.model import Label, Task, TaskGroup
 
-__all__ = ["Change", "ChannelStats", "State"]
+__all__ = ["Change", "ChannelStats", "Remembered", "State"]
 
 K = TypeVar("K")
+KEY_TTL = 86_400.0  # seconds an Idempotency-Key is remembered
 
 
 @dataclass(slots=True)
@@ -34,10 +35,29 @@ class Change:
     groups: dict[str, None] = field(default_factory=dict)
     ready_channels: set[str] = field(default_factory=set)
     deleted: dict[str, str] = field(default_factory=dict)  # task id → its group id
+    keys: dict[str, None] = field(default_factory=dict)  # idempotency keys added or expired
 
     def __bool__(self) -> bool:
         """Anything to persist or to announce (a delayed task turning ready touches no record)."""
-        return bool(self.tasks or self.groups or self.ready_channels)
+        return bool(self.tasks or self.groups or self.ready_channels or self.keys)
+
+
+@dataclass(slots=True)
+class Remembered:
+    """What a create with an ``Idempotency-Key`` did: a retry gets the same objects back."""
+
+    kind: str  # "group" | "task" | "tasks"
+    ids: tuple[str, ...]
+    fingerprint: str  # of the request (method, path, body): a reuse for another is refused
+    at: float
+
+    def record(self) -> dict[str, object]:
+        return {"kind": self.kind, "ids": list(self.ids), "fp": self.fingerprint, "at": self.at}
+
+    @classmethod
+    def from_record(cls, value: Any) -> Remembered:
+        ids = tuple(str(i) for i in value["ids"])
+        return cls(str(value["kind"]), ids, str(value["fp"]), float(value["at"]))
 
 
 @dataclass(slots=True)
@@ -66,6 +86,7 @@ class State:
         self._seq = 0
         self._last_id = f"{0:024x}"
         self.clock_mark = 0.0  # the latest time a loaded store had seen (see Engine.load)
+        self.remembered: dict[str, Remembered] = {}  # idempotency key → what it created
         self._ch = Change()
 
     # ids ---------------------------------------------------------------------------------
@@ -247,9 +268,26 @@ class State:
         return None
 
     def next_deadline(self) -> float | None:
-        """The earliest runAfter or lease expiry the timer must wake for."""
+        """The earliest runAfter, lease expiry or idempotency key expiry to wake for."""
         times = [h[0][0] for h in (self.delays, self.leases) if h]
+        if self.remembered:
+            times.append(next(iter(self.remembered.values())).at + KEY_TTL)
         return min(times) if times else None
+
+    # idempotency keys --------------------------------------------------------------------
+    def remember(self, key: str, kind: str, ids: tuple[str, ...], fp: str, now: float) -> None:
+        """Record what a create under ``key`` made, in the change of that create."""
+        self.remembered[key] = Remembered(kind, ids, fp, now)
+        self._ch.keys[key] = None
+
+    def _forget_keys(self, now: float) -> None:
+        remembered = self.remembered
+        while remembered:
+            key, first = next(iter(remembered.items()))
+            if first.at + KEY_TTL > now:
+                break
+            del remembered[key]
+            self._ch.keys[key] = None
 
 
 def _discard(index: dict[K, dict[str, None]], key: K, tid: str) -> None:

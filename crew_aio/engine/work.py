@@ -301,6 +301,7 @@ class Work(State):
         """Let time pass: due delayed tasks become ready, expired leases are reclaimed."""
         ch = self._start()
         self._advance(now)
+        self._forget_keys(now)
         return ch
 
     def _advance(self, now: float) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from crew_aio.http_api import SERVICE
 from crew_aio.ws_hub import FLUSH_BYTES, HIGH_WATER, HUB, MAX_OUTBOX_BYTES
 from tests.integration.conftest import Api, ApiFactory
 from tests.integration.test_limits import WS, frame, leased_task, nested
@@ -245,3 +246,52 @@ async def test_d8_idle_subscriptions_cost_no_lease_attempts(api: Api) -> None:
     assert pushed[0]["type"] == "task" and attempts == 1
     for ws in sockets:
         await ws.close()
+
+
+async def silent_subscriber(api: Api, worker: str) -> asyncio.StreamWriter:
+    """A worker's socket that subscribes, then never reads again (tiny receive buffer)."""
+    server = api.client.server
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # before connecting: the window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /api/v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")  # fmt: skip
+    await reader.readuntil(b"\r\n\r\n")
+    sub = {"type": "subscribe", "workerId": worker, "channels": ["c"], "capacity": 1}
+    writer.write(masked_text_frame(json.dumps(sub).encode()))
+    await writer.drain()
+    return writer
+
+
+async def test_d14_tasks_of_vanished_workers_go_to_a_socket_that_reads(api: Api) -> None:
+    """D14: three workers' sockets stop reading, each holding a pushed task. When their leases
+    expire, each task goes to the worker that reads, never to another silent socket (which
+    used to burn a second attempt per task)."""
+    silent = [await silent_subscriber(api, f"gone{i}") for i in range(3)]
+    await asyncio.sleep(0.1)
+    gid = await api.group()
+    pad = "p" * 300_000  # one pushed task fills a silent socket's window
+    for i in range(3):
+        await api.post(f"{V1}/task_group/{gid}/tasks",
+                       {"name": f"t{i}", "channel": "c", "input": {"pad": pad},
+                        "errorDelayInSeconds": 0})  # fmt: skip
+    assert api.client.app is not None
+    hub = api.client.app[HUB]
+    held = {p.sub.worker_id: list(p.sub.held) for p in hub.peers if p.sub is not None}
+    assert all(len(tasks) == 1 for tasks in held.values()), held
+    good = await api.client.ws_connect(WS)
+    await good.send_json({"type": "subscribe", "workerId": "alive", "channels": ["c"],
+                          "capacity": 10})  # fmt: skip
+    assert (await frame(good))["type"] == "subscribed"
+    await asyncio.sleep(1.3)  # the silent sockets' queued bytes could not leave for > 1 s
+    api.clock.advance(61)  # their leases expire
+    await api.client.app[SERVICE].tick()
+    got = [(await frame(good))["task"] for _ in range(3)]
+    assert sorted(t["name"] for t in got) == ["t0", "t1", "t2"]
+    assert all(len(t["errors"]) == 1 for t in got)  # one expired lease each, no second one
+    await good.close()
+    for writer in silent:
+        writer.close()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crew_aio.errors import StoreUnavailable
-from tests.store.conftest import Harness
+from tests.store.conftest import Harness, MemoryHarness
 
 
 def contents(store: Any) -> dict[str, Any]:
@@ -106,8 +106,14 @@ async def test_sync_waits_for_the_batch_in_flight(harness: Harness) -> None:
     await first
 
 
-async def test_writes_staged_during_a_failed_commit_stay_on_top(harness: Harness) -> None:
+async def test_a_failed_commit_drops_its_writes_and_those_staged_behind_it(
+    harness: Harness,
+) -> None:
+    """A 503 means not done: the failed batch and what was staged during it are dropped, and
+    the store takes nothing more until recover() (its owner reloads what is committed)."""
     store = await harness.open()
+    store.put("t:0", {"v": "kept"})
+    await store.sync()
     await harness.break_commits(store)
     gate = hold_commits(store)
     store.put("t:1", {"v": "old", "blob": "x" * 20_000})
@@ -115,21 +121,33 @@ async def test_writes_staged_during_a_failed_commit_stay_on_top(harness: Harness
     first = asyncio.ensure_future(store.sync())
     await until(lambda: store._inflight)
     store.put("t:1", {"v": "new"})  # staged while the failing batch is in flight
-    store.delete("t:2")
-    assert store.pending == 2
+    store.delete("t:0")
+    assert store.pending == 3
+    failures: list[BaseException] = []
+    store.on_failure = failures.append
     gate.set()
     with pytest.raises(StoreUnavailable):
         await first
-    assert store.pending == 2
+    assert store.pending == 0 and store.failed and len(failures) == 1
+    with pytest.raises(StoreUnavailable):
+        store.put("t:3", {})
+    with pytest.raises(StoreUnavailable):
+        await store.sync()
+    if isinstance(harness, MemoryHarness):  # (SQLite's cap only refuses what needs a page)
+        assert await store.recover() is False  # still cannot commit
     await harness.heal_commits(store)
+    assert await store.recover() is True and not store.failed
+    store.put("t:4", {"v": "after"})
     await store.sync()
     store = await harness.reopen(store)
-    assert contents(store) == {"t:1": {"v": "new"}}
+    assert contents(store) == {"t:0": {"v": "kept"}, "t:4": {"v": "after"}} | {
+        k: v for k, v in contents(store).items() if k == "m:health"
+    }
 
 
 async def test_a_sync_behind_a_failing_commit_fails_with_it(harness: Harness) -> None:
     """A failing store answers within one commit attempt: whoever staged while it was failing
-    hears of it when it fails, not after one more attempt of its own (its writes stay staged)."""
+    hears of it when it fails, not after one more attempt of its own (its writes are dropped)."""
     store = await harness.open()
     await harness.break_commits(store)
     gate = hold_commits(store)
@@ -151,11 +169,11 @@ async def test_a_sync_behind_a_failing_commit_fails_with_it(harness: Harness) ->
         with pytest.raises(StoreUnavailable):
             await waiter
     assert attempts == []  # the second waiter did not wait for a commit of its own
-    assert store.pending == 2
+    assert store.pending == 0
     await harness.heal_commits(store)
-    await store.sync()
+    assert await store.recover() is True
     store = await harness.reopen(store)
-    assert contents(store) == {"t:1": {"v": 1, "blob": "x" * 20_000}, "t:2": {"v": 2}}
+    assert "t:1" not in contents(store) and "t:2" not in contents(store)
 
 
 async def test_many_concurrent_syncs_over_several_batches(harness: Harness) -> None:
@@ -225,6 +243,8 @@ async def test_check(harness: Harness) -> None:
     store.put("t:big", {"blob": "x" * 20_000})  # needs new pages: the cap makes it fail
     assert await store.check() is False
     await harness.heal_commits(store)
+    assert await store.check() is False  # failed until recovered
+    assert await store.recover() is True
     assert await store.check() is True
     assert "m:health" in contents(store)
 
@@ -240,35 +260,30 @@ async def test_failed_commit_raises_then_recovers(harness: Harness) -> None:
     with pytest.raises(StoreUnavailable) as info:
         await store.sync()
     assert info.value.code == "store_unavailable"
-    assert store.pending == 2  # the failed writes stay staged
+    assert store.pending == 0  # the failed writes are dropped
     assert contents(store) == {"t:old": {"n": 0}}  # nothing of the failed batch on disk
 
-    store.put("t:1", {"n": 11, "blob": "y" * 20_000})  # newer write to a failed key wins
-    store.delete("t:old")
-    with pytest.raises(StoreUnavailable):
-        await store.sync()
-    assert store.pending == 3
-
     await harness.heal_commits(store)
+    assert await store.recover() is True
+    store.put("t:1", {"n": 11})
+    store.delete("t:old")
     await store.sync()
     assert store.pending == 0
     store = await harness.reopen(store)
-    assert contents(store) == {"t:1": {"n": 11, "blob": "y" * 20_000}, "t:2": {"n": 2}}
+    records = {k: v for k, v in contents(store).items() if k != "m:health"}
+    assert records == {"t:1": {"n": 11}}
 
 
-async def test_failed_writes_are_retried_without_a_new_sync(harness: Harness) -> None:
+async def test_a_failed_store_closes_without_raising(harness: Harness) -> None:
     store = await harness.open()
     await harness.break_commits(store)
     store.put("t:1", {"blob": "x" * 20_000})
     with pytest.raises(StoreUnavailable):
         await store.sync()
     await harness.heal_commits(store)
-    for _ in range(500):  # the committer retries on its own, with a short backoff
-        if store.pending == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert store.pending == 0
-    assert "t:1" in contents(store)
+    await store.close()  # what failed was dropped: nothing left to commit
+    store = await harness.reopen(store)
+    assert "t:1" not in contents(store)
 
 
 async def test_undecodable_record_is_logged_and_skipped(

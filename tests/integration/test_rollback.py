@@ -1,0 +1,91 @@
+"""D2: a 503 means not done. A commit that fails drops its writes; the server answers 503 until
+the store commits again, then reloads what was committed: nothing a client was refused appears
+later, and nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from crew_aio.app import STORE
+from crew_aio.http_api import SERVICE
+from tests.integration.conftest import Api, ApiFactory
+
+V1 = "/api/v1"
+
+
+async def break_store(api: Api) -> Any:
+    """Cap the SQLite file at its size: the next write that needs a page fails (SQLITE_FULL)."""
+    assert api.client.app is not None
+    store = api.client.app[STORE]
+    (pages,) = await store._query("PRAGMA page_count")
+    await store._query(f"PRAGMA max_page_count={pages}")
+    return store
+
+
+async def heal(store: Any) -> None:
+    await store._query("PRAGMA max_page_count=1073741823")
+
+
+async def until_healthy(api: Api) -> None:
+    for _ in range(200):
+        resp = await api.client.get("/healthz")
+        if resp.status == 200:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the server did not recover")
+
+
+async def test_a_503_means_not_done(api: Api) -> None:
+    gid = await api.group("kept")
+    await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"})
+    lease = (await api.acquire("c"))["task"]
+    store = await break_store(api)
+    big = {"name": "refused", "channel": "c", "input": {"blob": "x" * 100_000}}
+    refused = await api.post(f"{V1}/task_group/{gid}/tasks", big, status=503)
+    assert refused["code"] == "store_unavailable"
+    # while the store is down (and the state reloads), everything answers 503
+    await api.get(f"{V1}/task_groups", status=503)
+    children = [{"name": f"k{i}", "channel": "d", "input": {"pad": "y" * 5000}} for i in range(40)]
+    await api.release(lease["_id"], output={"done": True}, children=children, status=503)
+    await heal(store)
+    await until_healthy(api)
+    groups = await api.get(f"{V1}/task_groups")
+    assert [g["name"] for g in groups] == ["kept"]
+    task = await api.get(f"{V1}/task/{lease['_id']}")
+    assert task["status"] == "leased" and task["leaseId"] == lease["leaseId"]  # as acknowledged
+    assert [t["name"] for t in await api.get(f"{V1}/task_group/{gid}/tasks")] == ["t"]  # no
+    # "refused" task, no children of the refused release
+    # and the worker's retry of its release now goes through, once
+    done = await api.release(lease["_id"], leaseId=lease["leaseId"], output={"done": True},
+                             children=children[:2])  # fmt: skip
+    assert done["isComplete"] is True
+    assert len(await api.get(f"{V1}/task_group/{gid}/tasks")) == 3
+
+
+async def test_an_idempotency_key_makes_a_retried_create_safe(make_api: ApiFactory) -> None:
+    """A create whose answer was lost is retried with the same key: the first try's objects
+    come back, nothing is created twice, even across a restart; the key reused for another
+    request is a 409."""
+    api = await make_api()
+    key = {"Idempotency-Key": "create-42"}
+    first = await api.call("POST", f"{V1}/task_groups", {"name": "g"}, headers=key)
+    again = await api.call("POST", f"{V1}/task_groups", {"name": "g"}, headers=key)
+    assert again["_id"] == first["_id"] and len(await api.get(f"{V1}/task_groups")) == 1
+    other = await api.call("POST", f"{V1}/task_groups", {"name": "h"}, headers=key, status=409)
+    assert other["code"] == "conflict" and "Idempotency-Key" in other["message"]
+    gid = first["_id"]
+    dag = [{"_child_id": 1, "name": "a", "channel": "c"},
+           {"_parent_ids": [1], "name": "b", "channel": "c"}]  # fmt: skip
+    tasks_key = {"Idempotency-Key": "dag-7"}
+    made = await api.call("POST", f"{V1}/task_group/{gid}/tasks", dag, headers=tasks_key)
+    await api.client.close()
+    api = await make_api()  # a restart: the key is committed with what it made
+    redo = await api.call("POST", f"{V1}/task_group/{gid}/tasks", dag, headers=tasks_key)
+    assert [t["_id"] for t in redo] == [t["_id"] for t in made]
+    assert len(await api.get(f"{V1}/task_group/{gid}/tasks")) == 2
+    api.clock.advance(86_401)  # a day later the key is forgotten: a new create
+    assert api.client.app is not None
+    await api.client.app[SERVICE].tick()
+    fresh = await api.call("POST", f"{V1}/task_group/{gid}/tasks", dag, headers=tasks_key)
+    assert {t["_id"] for t in fresh}.isdisjoint(t["_id"] for t in made)
