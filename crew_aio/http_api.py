@@ -455,6 +455,7 @@ class Route:
     scope: str = "admin"  # "public" | "worker" | "admin"
     query: tuple[str, ...] = ()
     any_method: bool = False  # served for every method, as Crew's router.all (listed as POST)
+    idempotent: bool = False  # takes an Idempotency-Key header
 
 
 V1 = "/api/v1"
@@ -472,7 +473,7 @@ ROUTES: tuple[Route, ...] = (
           list[p.TaskGroupOut], query=PAGE),
     Route("GET", f"{V1}/task_groups/count", count_groups, "number of groups", None, p.CountOut),
     Route("POST", f"{V1}/task_groups", create_group, "create a group", p.CreateGroupBody,
-          p.TaskGroupOut),
+          p.TaskGroupOut, idempotent=True),
     Route("GET", GROUP, get_group, "read a group", None, p.TaskGroupOut),
     Route("PUT", GROUP, update_group, "rename or pause a group", p.UpdateGroupBody,
           p.TaskGroupOut),
@@ -481,7 +482,7 @@ ROUTES: tuple[Route, ...] = (
           query=PAGE),
     Route("POST", f"{GROUP}/tasks", create_tasks,
           "create one task (object) or a whole DAG atomically (list of TaskChild)",
-          p.TaskChildBody | list[p.TaskChildBody], p.TaskOut | list[p.TaskOut]),
+          p.TaskChildBody | list[p.TaskChildBody], p.TaskOut | list[p.TaskOut], idempotent=True),
     Route("POST", f"{GROUP}/pause", pause_group, "pause a group", None, p.TaskGroupOut),
     Route("POST", f"{GROUP}/resume", resume_group, "resume a group", None, p.TaskGroupOut),
     Route("POST", f"{GROUP}/retry", retry_group,

@@ -296,10 +296,13 @@ def group_from_record(record: dict[str, Any]) -> TaskGroup:
 _STATUS_TEXT = {status: status.value for status in Status}  # .value is a slow descriptor
 
 
-def task_to_api(task: Task, status: Status, paused: bool) -> dict[str, Any]:
+def task_to_api(
+    task: Task, status: Status, paused: bool, run_after: float | None = None
+) -> dict[str, Any]:
     """The Task object: Crew's Task document, every field in its order, then our extensions.
 
     ``paused`` is the group's: a task's ``isPaused`` mirrors its group, as Crew keeps it.
+    ``run_after`` is the one a client sees (its workgroup's cool-off may reach further).
     """
     return {
         "_id": task.id,
@@ -313,7 +316,7 @@ def task_to_api(task: Task, status: Status, paused: bool) -> dict[str, Any]:
         "parentsComplete": task.pending_parents == 0 if task.parent_ids else task.parents_complete,
         "isComplete": task.is_complete,
         "priority": task.priority,
-        "runAfter": format_time(task.run_after),
+        "runAfter": format_time(task.run_after if run_after is None else run_after),
         "progressWeight": task.progress_weight,
         "isSeed": task.is_seed,
         "errorDelayInSeconds": task.error_delay,

@@ -56,6 +56,8 @@ def _build(routes: tuple[Route, ...]) -> dict[str, Any]:
         }
         params = [_param("id", "path")] if "{id}" in r.path else []
         params += [_param(q, "query", integer=True) for q in r.query]
+        if r.idempotent:
+            params.append(_IDEMPOTENCY)
         if params:
             op["parameters"] = params
         if r.body is not None:
@@ -89,9 +91,18 @@ def _responses(r: Route, schema_of: dict[int, Any]) -> dict[str, Any]:
     return out
 
 
-_PAGE = {"type": "integer", "minimum": 0, "maximum": p.MAX_PAGE}
+_PAGE = {"type": "integer", "minimum": -p.MAX_PAGE, "maximum": p.MAX_PAGE}
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key gets what the first try created (kept 24 h); "
+    "the key reused for another request is a 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
 
 
 def _param(name: str, where: str, *, integer: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = _PAGE if integer else {"type": "string"}
+    low = {"limit": -p.MAX_PAGE, "skip": 0}.get(name, 1)  # a limit of 0 or below: all
+    schema: dict[str, Any] = {**_PAGE, "minimum": low} if integer else {"type": "string"}
     return {"name": name, "in": where, "required": where == "path", "schema": schema}

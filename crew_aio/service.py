@@ -20,7 +20,7 @@ from crew_aio import protocol as p
 from crew_aio.clock import Clock
 from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
-from crew_aio.engine.core import CLOCK_MARK, ID_MARK
+from crew_aio.engine.core import CLOCK_MARK, ID_MARK, cooling_key
 from crew_aio.errors import Conflict, Invalid, NotFound, StoreUnavailable, TooLarge
 from crew_aio.model import (
     Status,
@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 log = logging.getLogger("crew_aio.service")
 CLOCK_MARK_EVERY = 1.0  # seconds between stores of the clock mark (only when something changes)
+SNAPSHOT_CHUNK = 5000  # tasks a listing copies between two yields to the loop
 Json = dict[str, Any]
 Idempotency = tuple[str, str] | None  # (Idempotency-Key, fingerprint of the request)
 
@@ -66,7 +67,7 @@ class Listing:
 
     CHUNK = 500
 
-    def __init__(self, items: list[tuple[Task, Status, bool]]) -> None:
+    def __init__(self, items: list[tuple[Task, Status, bool, float | None]]) -> None:
         self.items = items
 
     def __len__(self) -> int:
@@ -216,6 +217,12 @@ class Service:
         if now - self._clock_staged >= CLOCK_MARK_EVERY:  # how far time got: at most 1 write/s
             self._clock_staged = now
             store.put(CLOCK_MARK, {"now": now})
+        for workgroup in change.cooled:
+            until = engine.cooling.get(workgroup)
+            if until is None:
+                store.delete(cooling_key(workgroup))
+            else:
+                store.put(cooling_key(workgroup), {"workgroup": workgroup, "until": until})
         for key in change.keys:
             remembered = engine.remembered.get(key)
             if remembered is None:
@@ -236,14 +243,18 @@ class Service:
     def task_json(self, t: Task) -> Json:
         engine = self.engine
         paused = engine.groups[t.group_id].is_paused
-        return task_to_api(t, engine.status(t, self.clock.now()), paused)
+        now = self.clock.now()
+        return task_to_api(t, engine.status(t, now), paused, engine.run_after_of(t, now))
 
     def _snapshot(self, tasks: list[Task], now: float) -> Listing:
         """Tasks as they are now (shallow copies), to render later."""
         engine, groups = self.engine, self.engine.groups
-        return Listing(
-            [(copy_struct(t), engine.status(t, now), groups[t.group_id].is_paused) for t in tasks]
-        )
+        status, run_after = engine.status, engine.run_after_of
+        items = [
+            (copy_struct(t), status(t, now), groups[t.group_id].is_paused, run_after(t, now))
+            for t in tasks
+        ]
+        return Listing(items)
 
     def group_json(self, g: TaskGroup) -> Json:
         e = self.engine
@@ -325,9 +336,21 @@ class Service:
         return await self._listing(self.engine.group_task_list(group_id, limit, skip))
 
     async def _listing(self, tasks: list[Task]) -> Listing:
-        """A snapshot taken at once (shallow copies, statuses of now), durable like every
-        answer; rendered later chunk by chunk, so a big listing never holds the loop."""
-        listing = self._snapshot(tasks, self.clock.now())
+        """Shallow copies of the tasks with their statuses, durable like every answer; rendered
+        later chunk by chunk. The copies are taken SNAPSHOT_CHUNK at a time, yielding between:
+        a listing of 200,000 tasks holds the loop for no chunk longer than a few ms, and shows
+        each task as it was at one moment during the request."""
+        if len(tasks) <= SNAPSHOT_CHUNK:
+            listing = self._snapshot(tasks, self.clock.now())
+        else:
+            items: list[tuple[Task, Status, bool, float | None]] = []
+            for start in range(0, len(tasks), SNAPSHOT_CHUNK):
+                if start:
+                    await asyncio.sleep(0)
+                alive = self.engine.tasks  # a task deleted meanwhile is left out
+                part = [t for t in tasks[start : start + SNAPSHOT_CHUNK] if t.id in alive]
+                items += self._snapshot(part, self.clock.now()).items
+            listing = Listing(items)
         await self.store.sync()
         return listing
 

@@ -154,7 +154,7 @@ class Admin(Work):
         parents = fields.pop("parentIds", None)
         if parents is not None:
             self._check_parents(t, tuple(dict.fromkeys(parents)))
-        old_channel, old_priority = t.channel, t.priority
+        old_channel, old_priority, old_workgroup = t.channel, t.priority, t.workgroup
         moved = (fields.get("channel", t.channel), fields.get("key", t.key)) != (t.channel, t.key)
         self._unindex(t)
         if moved:
@@ -165,8 +165,8 @@ class Admin(Work):
         if t.channel != old_channel:
             self.channel_tasks[old_channel].pop(t.id, None)
             self.channel_tasks.setdefault(t.channel, {})[t.id] = None
-        if t.channel != old_channel or t.priority != old_priority:
-            t.queued = False
+        if t.channel != old_channel or t.priority != old_priority or t.workgroup != old_workgroup:
+            t.queued = False  # filed again, in its new lane
         if parents is not None:
             self._relink(t, tuple(dict.fromkeys(parents)))
         self._touch(t, now)

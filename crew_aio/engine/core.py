@@ -13,6 +13,7 @@ from typing import Any
 from crew_aio.engine.admin import Admin
 from crew_aio.engine.state import Remembered
 from crew_aio.model import (
+    Label,
     Status,
     Task,
     TaskGroup,
@@ -23,7 +24,13 @@ from crew_aio.model import (
     task_to_record,
 )
 
-__all__ = ["CLOCK_MARK", "ID_MARK", "Engine"]
+__all__ = ["CLOCK_MARK", "ID_MARK", "Engine", "cooling_key"]
+
+
+def cooling_key(workgroup: Label) -> str:
+    """The record of a workgroup's cool-off (1 and "1" are two workgroups)."""
+    return f"w:{type(workgroup).__name__}:{workgroup}"
+
 
 ID_MARK = "m:ids"  # record of the highest id issued: ids of deleted tasks never come back
 CLOCK_MARK = "m:clock"  # record of how far the server's clock got (it never runs backwards)
@@ -43,6 +50,8 @@ class Engine(Admin):
         if t.pending_parents:
             return Status.WAITING
         if t.run_after is not None and t.run_after > now:
+            return Status.DELAYED
+        if t.workgroup is not None and self.cooling.get(t.workgroup, now) > now:
             return Status.DELAYED
         return Status.READY
 
@@ -138,6 +147,8 @@ class Engine(Admin):
                     self.clock_mark = max(self.clock_mark, float(value["now"]))
                 elif key.startswith("k:"):
                     self.remembered[key[2:]] = Remembered.from_record(value)
+                elif key.startswith("w:"):
+                    self.cool(value["workgroup"], float(value["until"]))
             except (KeyError, TypeError, ValueError, AttributeError):
                 skipped.append(key)
         return tasks, skipped
@@ -148,3 +159,5 @@ class Engine(Admin):
             yield f"g:{group.id}", group_to_record(group)
         for t in self.tasks.values():
             yield f"t:{t.id}", task_to_record(t)
+        for workgroup, until in self.cooling.items():
+            yield cooling_key(workgroup), {"workgroup": workgroup, "until": until}

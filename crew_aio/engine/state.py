@@ -2,7 +2,10 @@
 
 Indexes (no hot path scans all tasks):
 
-* ``ready[channel]``: heap of (-priority, id) of possibly acquirable tasks, lazy deletion;
+* ``lanes[(channel, workgroup)]``: heap of (-priority, id) of possibly acquirable tasks, lazy
+  deletion; ``ready[channel]``: heap of the lanes' tops (-priority, id, workgroup), so a lane
+  whose workgroup cools off is parked whole (``thaws``) instead of skipped task by task;
+* ``cooling[workgroup]``: the end of its cool-off (``workgroupDelayInSeconds``: O(1));
 * ``delays``: heap of (runAfter, id); ``leases``: heap of (leaseExpiresAt, leaseId, id);
 * per task: ``pending_parents`` (incomplete parents) and ``children``;
 * ``keys[(channel, key)]`` and ``workgroups[name]``: incomplete tasks; ``key_holder``: the
@@ -36,10 +39,11 @@ class Change:
     ready_channels: set[str] = field(default_factory=set)
     deleted: dict[str, str] = field(default_factory=dict)  # task id → its group id
     keys: dict[str, None] = field(default_factory=dict)  # idempotency keys added or expired
+    cooled: dict[Label, None] = field(default_factory=dict)  # workgroup cool-offs set or ended
 
     def __bool__(self) -> bool:
         """Anything to persist or to announce (a delayed task turning ready touches no record)."""
-        return bool(self.tasks or self.groups or self.ready_channels or self.keys)
+        return bool(self.tasks or self.groups or self.ready_channels or self.keys or self.cooled)
 
 
 @dataclass(slots=True)
@@ -79,7 +83,12 @@ class State:
         self.keys: dict[tuple[str, Label], dict[str, None]] = {}
         self.key_holder: dict[tuple[str, Label], str] = {}
         self.workgroups: dict[Label, dict[str, None]] = {}
-        self.ready: dict[str, list[tuple[int | float, str]]] = {}
+        self.ready: dict[str, list[tuple[int | float, str, Label | None]]] = {}
+        self.lanes: dict[tuple[str, Label | None], list[tuple[int | float, str]]] = {}
+        self.cooling: dict[Label, float] = {}
+        self.cool_ends: list[tuple[float, int, Label]] = []  # (until, seq, workgroup)
+        self.thaws: list[tuple[float, int, str, Label]] = []  # (until, seq, channel, workgroup)
+        self._seq_heap = 0  # tie-breaker: labels of different types never get compared
         self.delays: list[tuple[float, str]] = []
         self.leases: list[tuple[float, str, str]] = []
         self._last_ms = 0
@@ -248,15 +257,41 @@ class State:
             return
         if not t.queued:
             t.queued = True
-            heapq.heappush(self.ready.setdefault(t.channel, []), (-t.priority, t.id))
+            lane_key = (t.channel, t.workgroup)
+            lane = self.lanes.get(lane_key)
+            if lane is None:
+                lane = self.lanes[lane_key] = []
+            entry = (-t.priority, t.id)
+            heapq.heappush(lane, entry)
+            if lane[0] is entry:  # a new top: its lane stands in the channel's heap with it
+                heapq.heappush(self.ready.setdefault(t.channel, []), (*entry, t.workgroup))
         self._ch.ready_channels.add(t.channel)
 
     def _pop_ready(self, channel: str, now: float) -> Task | None:
-        heap = self.ready.get(channel)
-        while heap:
-            neg_priority, tid = heapq.heappop(heap)
+        heads = self.ready.get(channel)
+        while heads:
+            neg_priority, tid, workgroup = heads[0]
+            lane = self.lanes.get((channel, workgroup))
+            if not lane or lane[0] != (neg_priority, tid):  # stale: the lane's top moved
+                heapq.heappop(heads)
+                continue
+            if workgroup is not None:
+                until = self.cooling.get(workgroup)
+                if until is not None and until > now:  # cooling off: park the whole lane
+                    heapq.heappop(heads)
+                    self._seq_heap += 1
+                    heapq.heappush(self.thaws, (until, self._seq_heap, channel, workgroup))
+                    continue
+            heapq.heappop(lane)
+            if lane:
+                heapq.heapreplace(heads, (*lane[0], workgroup))
+            else:
+                heapq.heappop(heads)
+                del self.lanes[(channel, workgroup)]
             t = self.tasks.get(tid)
             if t is None or t.channel != channel or -neg_priority != t.priority:
+                continue
+            if t.workgroup != workgroup:
                 continue
             t.queued = False
             if self._blocked(t):
@@ -267,9 +302,44 @@ class State:
             return t
         return None
 
+    def _thaw(self, now: float) -> None:
+        """Lanes parked while their workgroup cooled stand in their channel again; ended
+        cool-offs are forgotten."""
+        thaws, cool_ends = self.thaws, self.cool_ends
+        while thaws and thaws[0][0] <= now:
+            _, _, channel, workgroup = heapq.heappop(thaws)
+            lane = self.lanes.get((channel, workgroup))
+            if lane:
+                heapq.heappush(self.ready.setdefault(channel, []), (*lane[0], workgroup))
+                self._ch.ready_channels.add(channel)
+        while cool_ends and cool_ends[0][0] <= now:
+            until, _, workgroup = heapq.heappop(cool_ends)
+            if self.cooling.get(workgroup) == until:
+                del self.cooling[workgroup]
+                self._ch.cooled[workgroup] = None
+
+    def cool(self, workgroup: Label, until: float) -> None:
+        """Nothing of ``workgroup`` is handed out before ``until`` (O(1), whatever its size)."""
+        current = self.cooling.get(workgroup)
+        if current is not None and current >= until:
+            return
+        self.cooling[workgroup] = until
+        self._seq_heap += 1
+        heapq.heappush(self.cool_ends, (until, self._seq_heap, workgroup))
+        self._ch.cooled[workgroup] = None
+
+    def run_after_of(self, t: Task, now: float) -> float | None:
+        """``t``'s runAfter as a client sees it: its own, or its workgroup's cool-off end."""
+        if t.workgroup is not None and not t.is_complete:
+            until = self.cooling.get(t.workgroup)
+            if until is not None and until > now and (t.run_after is None or until > t.run_after):
+                return until
+        return t.run_after
+
     def next_deadline(self) -> float | None:
-        """The earliest runAfter, lease expiry or idempotency key expiry to wake for."""
-        times = [h[0][0] for h in (self.delays, self.leases) if h]
+        """The earliest runAfter, lease expiry, cool-off end or key expiry to wake for."""
+        times: list[float] = [h[0][0] for h in (self.delays, self.leases) if h]
+        times += [h[0][0] for h in (self.thaws, self.cool_ends) if h]
         if self.remembered:
             times.append(next(iter(self.remembered.values())).at + KEY_TTL)
         return min(times) if times else None

@@ -9,7 +9,7 @@ from typing import Any
 from crew_aio.engine.graph import TaskSpec, plan_batch
 from crew_aio.engine.state import Change, State
 from crew_aio.errors import Conflict, Invalid, StaleLease
-from crew_aio.model import Label, Task
+from crew_aio.model import Task
 
 __all__ = ["Work"]
 
@@ -162,7 +162,7 @@ class Work(State):
         else:
             self._succeed(t, worker_id, output, children, children_delay, now)
         if workgroup_delay > 0 and t.workgroup is not None:
-            self._delay_workgroup(t.workgroup, now + workgroup_delay, now)
+            self.cool(t.workgroup, now + workgroup_delay)
         return t, ch
 
     @staticmethod
@@ -292,10 +292,6 @@ class Work(State):
             self._touch(t, now)
             heapq.heappush(self.delays, (until, t.id))
 
-    def _delay_workgroup(self, workgroup: Label, until: float, now: float) -> None:
-        for tid in list(self.workgroups.get(workgroup, ())):
-            self._delay(self.tasks[tid], until, now)
-
     # time --------------------------------------------------------------------------------
     def tick(self, now: float) -> Change:
         """Let time pass: due delayed tasks become ready, expired leases are reclaimed."""
@@ -305,6 +301,8 @@ class Work(State):
         return ch
 
     def _advance(self, now: float) -> None:
+        if self.thaws or self.cool_ends:
+            self._thaw(now)
         delays, leases = self.delays, self.leases
         while delays and delays[0][0] <= now:
             _, tid = heapq.heappop(delays)

@@ -406,3 +406,33 @@ async def test_a_big_create_yields_while_building_and_answers_the_tasks_as_creat
     leased = (await poll)["task"]
     assert leased["_id"] == created[0]["_id"] and leased["assignedTo"] == "w"
     assert service.engine.tasks[created[0]["_id"]].assigned_to == "w"
+
+
+async def test_a_big_snapshot_is_copied_in_chunks_and_leaves_out_deleted_tasks(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SNAPSHOT_CHUNK tasks the copies are taken a chunk at a time, yielding between (a
+    200,000-task listing held the loop 0.3 s); a task deleted meanwhile is left out."""
+    from crew_aio import service as service_module
+
+    monkeypatch.setattr(service_module, "SNAPSHOT_CHUNK", 3)
+    gid = await api.group()
+    created = await api.post(f"{V1}/task_group/{gid}/tasks",
+                             [{"name": f"t{i}", "channel": "c"} for i in range(8)])  # fmt: skip
+    assert api.client.app is not None
+    engine = api.client.app[SERVICE].engine
+    sleep = asyncio.sleep
+    yields = 0
+
+    async def deleting(delay: float) -> None:
+        nonlocal yields
+        yields += 1
+        if yields == 1:  # between the first two chunks, another request deletes t0
+            engine.delete_task(created[0]["_id"], api.clock.now())
+        await sleep(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", deleting)
+    listed = await api.get(f"{V1}/task_group/{gid}/tasks")
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    assert [t["name"] for t in listed] == [f"t{i}" for i in range(7, 0, -1)]
+    assert yields >= 2

@@ -102,6 +102,7 @@ class EngineMachine(RuleBasedStateMachine):
                 and t.assigned_to is None
                 and t.remaining_attempts > 0
                 and not twin.groups[t.group_id].is_paused
+                and not (t.workgroup is not None and twin.cooling.get(t.workgroup, 0) > self.now)
                 and all(twin.tasks[p].is_complete for p in t.parent_ids)
                 and (t.run_after is None or t.run_after <= self.now)
             ),

@@ -203,10 +203,12 @@ def test_workgroup_delay_holds_back_only_that_workgroup(engine: Engine) -> None:
     t = acquire_one(engine)
     assert t is a
     _, change = engine.release(a.id, "w1", T0 + 10, output=1, workgroup_delay=100)
-    assert b.run_after == T0 + 110 and c.run_after == T0 + 110
-    assert late.run_after == T0 + 500
-    assert d.run_after is None and e.run_after is None
-    assert {b.id, c.id} <= set(change.tasks)
+    # one cool-off for the workgroup (O(1), whatever its size): no task record is touched
+    assert engine.cooling == {"token1": T0 + 110} and list(change.cooled) == ["token1"]
+    assert set(change.tasks) == {a.id}
+    run_after = {t.name: engine.run_after_of(t, T0 + 10) for t in (b, c, late, d, e)}
+    assert run_after == {"b": T0 + 110, "c": T0 + 110, "late": T0 + 500, "d": None, "e": None}
+    assert engine.status(b, T0 + 10) is Status.DELAYED
     assert acquirable(engine, now=T0 + 10) == ["d", "e"]
     assert acquire(engine, "other", now=T0 + 109) == []
     assert acquirable(engine, now=T0 + 110) == ["b"]
@@ -217,7 +219,7 @@ def test_workgroup_delay_with_error_delays_the_task_itself(engine: Engine, gid: 
     a, b = create(engine, gid, spec("a", workgroup="w", error_delay=5), spec("b", workgroup="w"))
     t = acquire_one(engine)
     engine.release(t.id, "w1", T0, error="rate limited", workgroup_delay=60)
-    assert a.run_after == T0 + 60 and b.run_after == T0 + 60
+    assert engine.run_after_of(a, T0) == T0 + 60 and engine.run_after_of(b, T0) == T0 + 60
     assert acquire(engine, now=T0 + 59) == []
     assert acquirable(engine, now=T0 + 60) == ["a", "b"]
 
@@ -359,3 +361,24 @@ def test_release_after_lease_was_reclaimed_and_reissued_is_stale(engine: Engine,
 def test_release_of_unknown_task_is_not_found(engine: Engine) -> None:
     with pytest.raises(NotFound):
         engine.release("nope", "w", T0)
+
+
+def test_a_cooling_workgroup_is_skipped_whole(engine: Engine, gid: str) -> None:
+    """A cool-off parks the workgroup's lane: the other workgroups of the channel are served at
+    once, however many tasks the cooling one has; the lane comes back when the cool-off ends,
+    and the cool-off survives a restart."""
+    create(engine, gid, spec("rl", workgroup="t1"))
+    create(engine, gid, *(spec(f"x{i}", workgroup="t1", priority=5) for i in range(2000)))
+    create(engine, gid, spec("other", workgroup="t2"))
+    t = acquire_one(engine)
+    assert t.name == "x0"
+    engine.release(t.id, "w1", T0, output=1, workgroup_delay=30)
+    assert [x.name for x in acquire(engine, now=T0 + 1, count=5)] == ["other"]
+    assert len(engine.thaws) == 1  # one parked lane, not 2,000 skipped tasks
+    fresh = Engine()
+    fresh.load(engine.records())
+    assert fresh.cooling == {"t1": T0 + 30}
+    assert acquire(fresh, now=T0 + 29) == []
+    assert acquire_one(fresh, now=T0 + 30).name == "x1"
+    engine.tick(T0 + 30)
+    assert engine.cooling == {} and acquire_one(engine, now=T0 + 30).name == "x1"
