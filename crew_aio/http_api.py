@@ -140,6 +140,27 @@ def validate(data: Any, kind: type[B], prefix: str = "") -> B:
         ) from None
 
 
+ENTRIES_CHUNK = 2000  # entries of a list body checked between two yields to the loop
+_INDEX = re.compile(r"^\[(\d+)\]")
+
+
+async def convert_entries(data: list[Any], kind: type[B]) -> list[B]:
+    """A list body → validated entries, ENTRIES_CHUNK at a time, yielding between (100,000
+    entries held the loop ~0.2 s); a 400 names the entry by its index in the whole list."""
+    out: list[B] = []
+    for start in range(0, len(data), ENTRIES_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        try:
+            out += convert(data[start : start + ENTRIES_CHUNK], list[kind])  # type: ignore[valid-type]
+        except Invalid as exc:
+            m = _INDEX.match(exc.field or "")
+            if m is not None and start:
+                exc.field = f"[{int(m.group(1)) + start}]{(exc.field or '')[m.end() :]}"
+            raise
+    return out
+
+
 def _deep_field(path: list[str | int], prefix: str) -> str | None:
     """The too-deep value's field: its path up to the last object key of its first 3 steps
     (``input``, ``children[0].input``, ``[3].output``), not all 100 steps."""
@@ -255,7 +276,7 @@ async def create_tasks(request: web.Request) -> web.StreamResponse:
     key = await idempotency(request)
     if isinstance(data, list):
         svc(request).check_batch(len(data))  # before checking (and building) every entry
-        bodies = convert(data, list[p.TaskChildBody])
+        bodies = await convert_entries(data, p.TaskChildBody)
         listing = await svc(request).create_listing(gid, bodies, key)
         return await listing_response(request, listing)
     body = convert(data, p.TaskChildBody)

@@ -58,6 +58,8 @@ class TaskGroup:
     updated_at: float = 0.0
     # runtime only: the last change to the group or any of its tasks (expired-group cleanup)
     active_at: float = 0.0
+    # runtime only: a delete is under way (a slice at a time): nothing is handed out or added
+    deleting: bool = False
 
 
 _WIRE = {

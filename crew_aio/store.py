@@ -126,6 +126,7 @@ class _GroupCommitStore:
         # a commit failed: its writes and those staged behind it were dropped, and the store
         # refuses writes and syncs until recover(); its owner reloads what is committed
         self._failure: BaseException | None = None
+        self._holds = 0  # open hold() calls: no commit starts meanwhile
         self.on_failure: Callable[[BaseException], None] | None = None
 
     async def _commit(self, batch: Batch) -> None:
@@ -234,10 +235,20 @@ class _GroupCommitStore:
         if error is not None:
             raise error
 
+    def hold(self) -> None:
+        """Start no commit until :meth:`release`: a change staged a slice at a time (yielding
+        to the loop between slices) is committed whole, never half."""
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds -= 1
+        if not self._holds:
+            self._wake.set()
+
     async def _run(self) -> None:
         retry = _RETRY_MIN
         while not self._stopping:
-            if not self._staged:
+            if self._holds or not self._staged:
                 self._wake.clear()
                 await self._wake.wait()
             elif await self._commit_next():
@@ -378,10 +389,17 @@ class SqliteStore(_GroupCommitStore):
         done: asyncio.Future[BaseException | None] = loop.create_future()
         watchdog = loop.call_later(self._commit_timeout, self._on_stuck)
         try:
+            barrier = _Barrier(self._db.conn, loop, done)
             try:
-                _queue_writes(self._db.conn, batch, _Barrier(self._db.conn, loop, done))
+                if len(batch) > _BIG_BATCH:  # building 200,000 rows' statements takes ~50 ms
+                    await loop.run_in_executor(
+                        self._executor, _queue_writes, self._db.conn, batch, barrier
+                    )
+                else:
+                    _queue_writes(self._db.conn, batch, barrier)
             except Exception as exc:  # an error left over from an earlier statement
-                done.set_result(exc)
+                if not done.done():
+                    done.set_result(exc)
             error = await asyncio.shield(done)  # sqlitedict goes on: wait for it even if cancelled
             if error is not None:
                 await loop.run_in_executor(self._executor, _rollback, self._db.conn)
@@ -464,6 +482,9 @@ class _Barrier:
 def _settle(done: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
     if not done.done():
         done.set_result(error)
+
+
+_BIG_BATCH = 5000  # keys past which a commit's statements are built off the event loop
 
 
 def _queue_writes(conn: Any, batch: Batch, barrier: _Barrier) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 from crew_aio.engine.graph import descendants
-from crew_aio.engine.state import Change
+from crew_aio.engine.state import STEP, Change, Steps, run_steps
 from crew_aio.engine.work import Work
 from crew_aio.errors import Invalid
 from crew_aio.model import Label, Task, TaskGroup
@@ -44,6 +45,18 @@ class Admin(Work):
     def update_group(
         self, group_id: str, now: float, *, name: Label | None = None, is_paused: bool | None = None
     ) -> tuple[TaskGroup, Change]:
+        return run_steps(self.update_group_steps(group_id, now, name=name, is_paused=is_paused))
+
+    def update_group_steps(
+        self,
+        group_id: str,
+        now: float,
+        *,
+        name: Label | None = None,
+        is_paused: bool | None = None,
+        step: int = STEP,
+    ) -> Steps[tuple[TaskGroup, Change]]:
+        """Rename, pause or resume; a resume files the group's tasks a slice at a time."""
         ch = self._start()
         group = self.group(group_id)
         if name is not None:
@@ -51,14 +64,35 @@ class Admin(Work):
         if is_paused is not None and is_paused != group.is_paused:
             group.is_paused = is_paused
             if not is_paused:
-                self._queue_all(self.group_tasks.get(group_id, ()), now)
+                ids = list(self.group_tasks.get(group_id, ()))
+                for start in range(0, len(ids), step):
+                    if start:
+                        yield
+                        self._ch = ch
+                    if group.is_paused:  # paused again meanwhile: the rest waits for a resume
+                        break
+                    self._queue_all((t for t in ids[start : start + step] if t in self.tasks), now)
         self._touch_group(group, now)
         return group, ch
 
     def delete_group(self, group_id: str, now: float) -> tuple[TaskGroup, Change]:
+        return run_steps(self.delete_group_steps(group_id, now))
+
+    def delete_group_steps(
+        self, group_id: str, now: float, step: int = STEP
+    ) -> Steps[tuple[TaskGroup, Change]]:
+        """Delete a group and its tasks, a slice at a time; meanwhile the group hands nothing
+        out and takes no new task."""
         ch = self._start()
-        group = self.group(group_id)
-        self._delete(list(self.group_tasks.get(group_id, ())), now)
+        group = self.live_group(group_id)
+        group.deleting = True
+        first = True
+        while part := list(islice(self.group_tasks.get(group_id, ()), step)):
+            if not first:
+                yield
+                self._ch = ch
+            first = False
+            self._delete(part, now)
         self.group_tasks.pop(group_id, None)
         del self.groups[group_id]
         ch.groups[group_id] = None
@@ -79,30 +113,47 @@ class Admin(Work):
         return group, ch
 
     def reset_group(self, group_id: str, now: float, attempts: int = 5) -> tuple[TaskGroup, Change]:
+        return run_steps(self.reset_group_steps(group_id, now, attempts))
+
+    def reset_group_steps(
+        self, group_id: str, now: float, attempts: int = 5, step: int = STEP
+    ) -> Steps[tuple[TaskGroup, Change]]:
         """Delete non-seed tasks if the group has seeds; every remaining task looks never run,
-        with ``attempts`` attempts and, as in Crew, ``parentsComplete`` false."""
+        with ``attempts`` attempts and, as in Crew, ``parentsComplete`` false. A slice at a
+        time: a task deleted meanwhile is skipped, one created meanwhile is new already."""
         ch = self._start()
-        group = self.group(group_id)
+        group = self.live_group(group_id)
         members = [self.tasks[tid] for tid in self.group_tasks.get(group_id, ())]
         if any(t.is_seed for t in members):
             doomed = [t.id for t in members if not t.is_seed]
-            self._delete(doomed, now, cascade=False)
-            gone = set(doomed)
+            for start in range(0, len(doomed), step):
+                yield
+                self._ch = ch
+                gone = [tid for tid in doomed[start : start + step] if tid in self.tasks]
+                self._delete(gone, now, cascade=False)
             members = [t for t in members if t.is_seed]
-            for t in members:
-                self._strip_parents(t, gone, now)
-        for t in members:
-            self._reset_fields(t, now, attempts)
-            t.parents_complete = False
-        for t in members:
-            t.pending_parents = sum(  # a parent the store lost counts as done, as in _link
-                p in self.tasks and not self.tasks[p].is_complete for p in t.parent_ids
-            )
-        self._queue_all((t.id for t in members), now)
+        for start in range(0, len(members), step):
+            yield
+            self._ch = ch
+            for t in members[start : start + step]:
+                if t.id in self.tasks:
+                    self._strip_parents(t, now)
+                    self._reset_fields(t, now, attempts)
+                    t.parents_complete = False
+        for start in range(0, len(members), step):
+            yield
+            self._ch = ch
+            kept = [t for t in members[start : start + step] if t.id in self.tasks]
+            for t in kept:
+                t.pending_parents = sum(  # a parent the store lost counts as done, as in _link
+                    p in self.tasks and not self.tasks[p].is_complete for p in t.parent_ids
+                )
+            self._queue_all((t.id for t in kept), now)
         return group, ch
 
-    def _strip_parents(self, t: Task, gone: set[str], now: float) -> None:
-        kept = tuple(p for p in t.parent_ids if p not in gone)
+    def _strip_parents(self, t: Task, now: float) -> None:
+        """Drop parents that are gone (the non-seed tasks a reset deleted)."""
+        kept = tuple(p for p in t.parent_ids if p in self.tasks)
         if kept != t.parent_ids:
             t.parent_ids = kept
             self._touch(t, now)

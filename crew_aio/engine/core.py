@@ -83,8 +83,19 @@ class Engine(Admin):
         return self._page(self.channel_tasks.get(channel, {}), limit, skip)
 
     def _page(self, ids: dict[str, None], limit: int | None, skip: int) -> list[Task]:
+        return [self.tasks[tid] for tid in self.page_ids(ids, limit, skip)]
+
+    def group_task_ids(self, group_id: str, limit: int | None, skip: int) -> list[str]:
+        """:meth:`group_task_list` as ids (cheap: a listing looks them up a chunk at a time)."""
+        return self.page_ids(self.group_tasks.get(group_id, {}), limit, skip)
+
+    def channel_task_ids(self, channel: str, limit: int | None, skip: int) -> list[str]:
+        return self.page_ids(self.channel_tasks.get(channel, {}), limit, skip)
+
+    @staticmethod
+    def page_ids(ids: dict[str, None], limit: int | None, skip: int) -> list[str]:
         end = None if limit is None else skip + limit
-        return [self.tasks[tid] for tid in islice(reversed(ids), skip, end)]
+        return list(islice(reversed(ids), skip, end))
 
     def channels(self) -> list[dict[str, Any]]:
         return [

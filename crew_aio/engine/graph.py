@@ -69,6 +69,8 @@ def plan_batch(specs: Sequence[TaskSpec]) -> list[tuple[int, ...]]:
 
 def _check_acyclic(deps: Sequence[tuple[int, ...]]) -> None:
     """Kahn's algorithm over entry indexes; raises Invalid naming an entry on a cycle."""
+    if not any(deps):  # a flat batch (no _parent_ids) has no cycle to find
+        return
     indegree = [len(d) for d in deps]
     dependents: list[list[int]] = [[] for _ in deps]
     for i, parents in enumerate(deps):

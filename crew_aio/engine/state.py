@@ -17,13 +17,34 @@ Heap entries are hints: whoever pops one re-checks the task, so a stale entry co
 from __future__ import annotations
 
 import heapq
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from crew_aio.errors import NotFound
 from crew_aio.model import Label, Task, TaskGroup
 
-__all__ = ["Change", "ChannelStats", "Remembered", "State"]
+__all__ = ["STEP", "Change", "ChannelStats", "Remembered", "State", "Steps", "run_steps"]
+
+R = TypeVar("R")
+Steps = Generator[None, None, R]
+"""An operation on many tasks, done a slice at a time: each ``yield`` lets other requests run
+(the service awaits the loop there; the store holds its commits so the whole is committed at
+once). Its ``return`` value is the operation's result. Between slices the operation keeps its
+own Change: every slice starts by making it current again."""
+
+STEP = 2000  # tasks a sliced operation handles before it yields
+
+
+def run_steps(steps: Steps[R]) -> R:
+    """Run a sliced operation to its end without yielding (tests, small groups)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            result: R = stop.value
+            return result
+
 
 K = TypeVar("K")
 KEY_TTL = 86_400.0  # seconds an Idempotency-Key is remembered
@@ -137,6 +158,13 @@ class State:
             raise NotFound(f"no task group {group_id!r}")
         return group
 
+    def live_group(self, group_id: str) -> TaskGroup:
+        """:meth:`group`, refusing one whose delete is under way (nothing may be added)."""
+        group = self.group(group_id)
+        if group.deleting:
+            raise NotFound(f"task group {group_id!r} is being deleted")
+        return group
+
     # change tracking ---------------------------------------------------------------------
     def _start(self) -> Change:
         self._ch = Change()
@@ -234,8 +262,10 @@ class State:
 
     # readiness ---------------------------------------------------------------------------
     def _paused(self, t: Task) -> bool:
-        """A task is paused exactly when its group is (Crew keeps the two in sync)."""
-        return self.groups[t.group_id].is_paused
+        """A task is paused exactly when its group is (Crew keeps the two in sync), and while
+        its group is being deleted."""
+        group = self.groups[t.group_id]
+        return group.is_paused or group.deleting
 
     def _blocked(self, t: Task) -> bool:
         """True when ``t`` cannot be handed out for a reason other than time."""

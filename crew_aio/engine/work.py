@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from crew_aio.engine.graph import TaskSpec, plan_batch
-from crew_aio.engine.state import Change, State
+from crew_aio.engine.state import STEP, Change, State, Steps, run_steps
 from crew_aio.errors import Conflict, Invalid, StaleLease
 from crew_aio.model import Task
 
@@ -23,10 +23,44 @@ class Work(State):
     def create_tasks(
         self, group_id: str, specs: Sequence[TaskSpec], now: float
     ) -> tuple[list[Task], Change]:
-        """Create a whole mini-DAG atomically (all or nothing), in request order."""
+        """Create a whole mini-DAG (all or nothing), in request order."""
+        return run_steps(self.create_tasks_steps(group_id, specs, now))
+
+    def create_tasks_steps(
+        self, group_id: str, specs: Sequence[TaskSpec], now: float, step: int = STEP
+    ) -> Steps[tuple[list[Task], Change]]:
+        """:meth:`create_tasks` a slice at a time. Everything is checked first (a refusal
+        changes nothing); the tasks are built, then registered waiting (seen in listings,
+        handed out to nobody), and only the last step links and files them all at once."""
         ch = self._start()
-        self.group(group_id)
-        tasks = self._create_batch(group_id, specs, now, default_parent=None)
+        self.live_group(group_id)
+        deps = self._check_batch(group_id, specs)
+        ids: list[str] = []
+        for start in range(0, len(specs), step):  # unique and ordered, if not contiguous
+            yield
+            ids += [self.new_id(now) for _ in specs[start : start + step]]
+        tasks: list[Task] = []
+        for start in range(0, len(specs), step):
+            if start:
+                yield
+            end = start + step
+            part = zip(specs[start:end], ids[start:end], deps[start:end], strict=True)
+            for spec, tid, dep in part:
+                parents = tuple(dict.fromkeys([*spec.parent_ids, *(ids[j] for j in dep)]))
+                t = _new_task(spec, tid, group_id, parents, now)
+                t.pending_parents = 1  # waiting until linked below
+                tasks.append(t)
+        for start in range(0, len(tasks), step):
+            yield
+            self._ch = ch
+            for t in tasks[start : start + step]:
+                self._register(t)
+                ch.tasks[t.id] = None
+                ch.created.add(t.id)
+        yield
+        self._ch = ch
+        for t in tasks:
+            self._link(t)
         for t in tasks:
             self._queue(t, now)
         return tasks, ch

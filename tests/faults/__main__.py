@@ -38,6 +38,9 @@ R8_TESTS = [
     "tests/e2e/test_process.py::test_second_instance_is_refused",
 ]
 R9_TESTS = ["tests/unit/test_engine_properties.py"]
+# slow and silent clients (slowloris, a silent connection, an idle kept-alive one, an endless
+# body) against a server with 1 s head/body and 1.5 s idle limits: each closed within 3 s
+SLOW_TESTS = ["tests/e2e/test_slow_clients.py", "tests/integration/test_hostile.py"]
 
 
 def plan(full: bool, mount: bool) -> Plan:
@@ -126,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = [(rid, f) for rid, f in plan(args.full, can_mount(scratch)) if not only or rid in only]
     outcomes = asyncio.run(run(steps, scratch))
     rows = [(rid, o, t) for (rid, _), (o, t) in zip(steps, outcomes, strict=True)]
-    extra = [("R8", R8_TESTS), ("R9", R9_TESTS), ("BUGS", ["tests/faults/test_found_bugs.py"])]
+    extra = [("R8", R8_TESTS), ("R9", R9_TESTS), ("SLOW", SLOW_TESTS),
+             ("BUGS", ["tests/faults/test_found_bugs.py"])]  # fmt: skip
     for rid, tests in extra:
         if not only or rid in only:
             t0 = time.monotonic()

@@ -22,20 +22,20 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 class GatedStore(MemoryStore):
-    """The in-memory twin whose commits wait for permits once ``hold`` is set: the test decides
+    """The in-memory twin whose commits wait for permits once ``gated`` is set: the test decides
     which batch becomes durable when (a crash would lose the others)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.hold = False
+        self.gated = False
         self.permits = 0
         self.changed = asyncio.Event()
 
     async def _commit(self, batch: dict[str, bytes | None]) -> None:
-        while self.hold and self.permits == 0:
+        while self.gated and self.permits == 0:
             self.changed.clear()
             await self.changed.wait()
-        if self.hold:
+        if self.gated:
             self.permits -= 1
         await super()._commit(batch)
 
@@ -71,7 +71,7 @@ async def test_a_pushed_task_waits_for_the_commit_of_its_own_lease(tmp_path: Pat
         await ws.send_json({"type": "subscribe", "workerId": "w", "channels": ["c"],
                             "capacity": 2})  # fmt: skip
         assert (await ws.receive_json(timeout=5))["type"] == "subscribed"
-        store.hold = True
+        store.gated = True
         one = asyncio.create_task(client.post(tasks, json={"name": "one", "channel": "c"}))
         await _until(lambda: bool(store._inflight))  # batch 1: "one" and its lease
         two = asyncio.create_task(client.post(tasks, json={"name": "two", "channel": "c"}))
@@ -84,7 +84,7 @@ async def test_a_pushed_task_waits_for_the_commit_of_its_own_lease(tmp_path: Pat
                 if frame["type"] == "task":
                     pushed.append(frame["task"]["name"])
         durable = store.committed_names()
-        store.hold = False
+        store.gated = False
         store.allow(100)
         for req in (one, two):
             (await req).release()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from crew_aio.app import STORE
 from crew_aio.http_api import SERVICE
 from crew_aio.service import Listing, Service
 from tests.integration.conftest import T0, Api, ApiFactory
@@ -374,8 +375,8 @@ async def test_a_big_create_yields_while_building_and_answers_the_tasks_as_creat
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch past Listing.CHUNK entries: its specs are built a chunk at a time (the loop runs
-    other work in between), the engine step is one, and the answer shows every task as created,
-    streamed, even though a waiting worker leased the first one within the same step."""
+    other work in between), the engine steps are sliced too, and the answer shows every task as
+    created, streamed, even though a waiting worker leased the first one right after."""
     monkeypatch.setattr(Listing, "CHUNK", 3)
     assert api.client.app is not None
     service = api.client.app[SERVICE]
@@ -436,3 +437,56 @@ async def test_a_big_snapshot_is_copied_in_chunks_and_leaves_out_deleted_tasks(
     monkeypatch.setattr(asyncio, "sleep", sleep)
     assert [t["name"] for t in listed] == [f"t{i}" for i in range(7, 0, -1)]
     assert yields >= 2
+
+
+async def test_a_bad_entry_far_into_a_big_list_is_named_by_its_index(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crew_aio import http_api
+
+    monkeypatch.setattr(http_api, "ENTRIES_CHUNK", 4)
+    gid = await api.group()
+    body: list[Any] = [{"name": f"t{i}", "channel": "c"} for i in range(10)]
+    body[9]["name"] = {}
+    err = await api.post(f"{V1}/task_group/{gid}/tasks", body, status=400)
+    assert err["field"] == "[9].name"
+    assert await api.get(f"{V1}/task_group/{gid}/tasks") == []
+
+
+async def test_operations_on_a_big_group_let_other_requests_run_and_commit_whole(
+    api: Api,
+) -> None:
+    """A reset, a pause/resume and a delete of a group run a slice of tasks at a time: other
+    requests are served between slices; the store commits nothing until it is all staged."""
+    assert api.client.app is not None
+    service = api.client.app[SERVICE]
+    service.step = 3
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks",
+                   [{"name": f"t{i}", "channel": "c"} for i in range(20)])  # fmt: skip
+    store = api.client.app[STORE]
+    commit, commits = store._commit, []
+
+    async def counting(batch: Any) -> None:
+        commits.append(len(batch))
+        await commit(batch)
+
+    store._commit = counting
+    served: list[int] = []
+
+    async def other() -> None:
+        while True:
+            served.append(len(commits))
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other())
+    reset = await api.post(f"{V1}/task_group/{gid}/reset", {"remainingAttempts": 3})
+    assert reset["counts"]["ready"] == 20
+    assert len(served) > 10 and commits[0] >= 20  # ran between slices; one commit of it all
+    served.clear()
+    await api.post(f"{V1}/task_group/{gid}/pause")
+    await api.post(f"{V1}/task_group/{gid}/resume")
+    deleted = await api.delete(f"{V1}/task_group/{gid}")
+    assert deleted["deletedCount"] == 1 and len(served) > 5
+    ticker.cancel()
+    assert await api.get(f"{V1}/task_group/{gid}/tasks") == []
