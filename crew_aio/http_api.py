@@ -20,7 +20,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from crew_aio import protocol as p
-from crew_aio.errors import Conflict, CrewError, Invalid, NotFound, StaleLease, TimedOut
+from crew_aio.errors import (
+    Conflict,
+    CrewError,
+    Invalid,
+    NotFound,
+    StaleLease,
+    TimedOut,
+    TooLarge,
+)
 from crew_aio.service import Listing, Service
 
 __all__ = [
@@ -87,6 +95,11 @@ async def parse(request: web.Request, kind: type[B], *, optional: bool = False) 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     """Body → parsed JSON, not yet checked (``convert`` checks its nesting and shape)."""
+    declared = request.content_length
+    if declared is not None and declared > request.client_max_size:
+        too_large = TooLarge(f"the body may hold at most {request.client_max_size} bytes")
+        too_large.close_connection = True
+        raise too_large  # at once: not after reading (or waiting for) a body it will refuse
     try:
         async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 30.0)):
             raw = await request.read()
@@ -543,7 +556,9 @@ def setup_routes(app: web.Application) -> None:
     """Every route, with and without a trailing slash (Express, Crew's router, takes both)."""
     for route in ROUTES:
         method = "*" if route.any_method else route.method
-        app.router.add_route(method, route.path, route.handler)
-        if route.path != "/":
-            app.router.add_route(method, route.path + "/", route.handler)
+        paths = [route.path] if route.path == "/" else [route.path, route.path + "/"]
+        for path in paths:
+            app.router.add_route(method, path, route.handler)
+            if method == "GET":  # HEAD wherever GET works (HTTP's rule)
+                app.router.add_route("HEAD", path, route.handler)
     app.router.add_get("/api-docs/static/{name}", api_docs_asset)

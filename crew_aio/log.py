@@ -216,4 +216,34 @@ def configure(
     root.addHandler(handler)
     root.setLevel(numeric)
     logging.getLogger(ROOT).setLevel(numeric)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientMistakes) for f in server.filters):
+        server.addFilter(ClientMistakes())
     return handler
+
+
+class ClientMistakes(logging.Filter):
+    """aiohttp logs a client's malformed request (a 5,000-header head, a bad chunk size, a body
+    that is not the gzip it claims) at ERROR with a traceback, though it answers it with a 400:
+    those become one DEBUG line, so a client cannot flood the log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if isinstance(exc, _CLIENT_ERRORS):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                record.msg, record.args = f"bad request: {exc!r}"[:300], None
+                record.exc_info = record.exc_text = None
+                return logging.getLogger("aiohttp.server").isEnabledFor(logging.DEBUG)
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.web_protocol import RequestPayloadError
+
+    return (HttpProcessingError, RequestPayloadError)
+
+
+_CLIENT_ERRORS = _client_errors()

@@ -67,14 +67,16 @@ def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if admin is None and worker is None:
             request[SCOPE] = "admin"
-            if _SCOPES.get((request.method, request.path.rstrip("/") or "/")) != "public":
+            method = "GET" if request.method == "HEAD" else request.method
+            if _SCOPES.get((method, request.path.rstrip("/") or "/")) != "public":
                 request.app[SERVICE].check_available()
             return await handler(request)
         route = request.match_info.route
         path = route.resource.canonical if route.resource is not None else request.path
         if path.endswith("/") and path != "/":  # every route is served with a trailing "/" too
             path = path[:-1]
-        need = _SCOPES.get((request.method, path), "admin")
+        method = "GET" if request.method == "HEAD" else request.method
+        need = _SCOPES.get((method, path), "admin")
         if path.startswith("/api-docs"):  # Swagger UI's assets, public like the document
             need = "public"
         if need == "public":

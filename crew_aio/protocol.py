@@ -92,7 +92,10 @@ def js_or(value: Any, default: Any) -> Any:
 
 
 def js_number(value: Any) -> Any:
-    """A number as JavaScript writes it back: ``2.0`` is ``2``; anything else unchanged."""
+    """A number as JavaScript holds it: ``2.0`` is ``2``, and an integer past 2**53 is rounded
+    to a double as JavaScript rounds it (2**53 + 1 is 2**53); anything else unchanged."""
+    if type(value) is int and abs(value) > 2**53:
+        value = float(value)
     if type(value) is float and value.is_integer() and abs(value) <= 2**53:
         return int(value)
     return value

@@ -519,6 +519,11 @@ class Service:
         now = self.clock.now()
 
         def steps() -> Steps[tuple[Listing, Change]]:
+            # again under the group's lock: a twin sent while the first try was still running
+            # (a client's retry after a timeout) gets the first try's tasks, not a second set
+            again = self._recall(key, "tasks")
+            if again is not None:
+                return self._snapshot(self._existing(again), self.clock.now()), Change()
             tasks, ch = yield from self.engine.create_tasks_steps(group_id, specs, now, self.step)
             self._remember(key, "tasks", tuple(t.id for t in tasks), now)
             items: list[tuple[Task, Status, bool, float | None]] = []
@@ -539,7 +544,7 @@ class Service:
         if len(body.parent_ids or ()) + len(pseudo or ()) > self.limits.max_parents_per_task:
             raise Invalid(
                 f"at most {self.limits.max_parents_per_task} parents per task",
-                field=f"[{index}].parentIds",
+                field=f"[{index}].{'_parent_ids' if pseudo else 'parentIds'}",
             )
         return TaskSpec(
             name=body.name,
@@ -569,6 +574,9 @@ class Service:
             value = getattr(body, name)
             if not isinstance(value, p.UnsetType):
                 fields[body.__struct_encode_fields__[body.__struct_fields__.index(name)]] = value
+        if len(fields.get("parentIds", ())) > self.limits.max_parents_per_task:
+            limit = self.limits.max_parents_per_task
+            raise Invalid(f"at most {limit} parents per task", field="parentIds")
         task, ch = self.engine.update_task(task_id, fields, self.clock.now())
         return await self._done(ch, self.task_json(task))
 

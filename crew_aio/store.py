@@ -169,7 +169,11 @@ class _GroupCommitStore:
             return False
         self._staged, self._staged_done = {}, None
         self._health += 1
+        # the probe needs room (a full disk often still takes a tiny row in a free page), and
+        # is removed by a second commit
+        probe = orjson.dumps({"seq": self._health, "pad": "x" * _PROBE_BYTES})
         try:
+            await self._commit({"m:health": probe})
             await self._commit({"m:health": orjson.dumps({"seq": self._health})})
         except Exception as exc:
             log.info("the store still cannot commit: %s", exc)
@@ -484,6 +488,7 @@ def _settle(done: asyncio.Future[BaseException | None], error: BaseException | N
         done.set_result(error)
 
 
+_PROBE_BYTES = 256 * 1024  # room a failed store must show before it takes writes again
 _BIG_BATCH = 5000  # keys past which a commit's statements are built off the event loop
 
 

@@ -295,3 +295,28 @@ async def test_d14_tasks_of_vanished_workers_go_to_a_socket_that_reads(api: Api)
     await good.close()
     for writer in silent:
         writer.close()
+
+
+async def test_head_works_where_get_does_and_keeps_its_scope(make_api: ApiFactory) -> None:
+    api = await make_api(api_token=ADMIN, worker_token=WORKER)
+    for path in ("/", "/healthz", f"{V1}/openapi.json", "/api-docs/"):
+        resp = await api.client.head(path)
+        assert resp.status == 200, path
+    assert (await api.client.head(f"{V1}/task_groups")).status == 401
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert (await api.client.head(f"{V1}/task_groups", headers=admin)).status == 200
+
+
+async def test_a_body_declared_too_large_is_refused_before_it_is_sent(
+    make_api: ApiFactory,
+) -> None:
+    """F5 of the outside pass: a Content-Length over the limit is a 413 at once, not a 408
+    after the body timeout (the client never sends the body)."""
+    api = await make_api(max_body_bytes=1024)
+    server = api.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    head = b"POST /api/v1/task_groups HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    writer.write(head + b"Content-Length: 99999999999\r\n\r\n")
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    assert b" 413 " in answer.split(b"\r\n", 1)[0]
+    writer.close()

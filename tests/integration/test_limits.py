@@ -278,8 +278,19 @@ async def test_tasks_per_request_and_parents_per_task_limits(make_api: ApiFactor
     join = {"name": "j", "channel": "c", "_parent_ids": ["a", "b", "c"]}
     batch = [{"_child_id": x, "name": x, "channel": "c"} for x in "ab"] + [join]
     err = await api.post(path, batch, status=400)
-    assert err["field"] == "[2].parentIds"
+    assert err["field"] == "[2]._parent_ids"  # the field the entry sent
     lease = await api.acquire("c")
     err = await api.release(lease["task"]["_id"], children=[join], status=400)
     assert "2 parents" in err["message"]
     assert len(await api.get(path)) == 3  # only the roots
+
+
+async def test_put_parent_ids_obeys_the_parents_limit(make_api: ApiFactory) -> None:
+    api = await make_api(max_parents_per_task=3)
+    gid = await api.group()
+    tasks = await api.post(f"{V1}/task_group/{gid}/tasks",
+                           [{"name": f"t{i}", "channel": "c"} for i in range(5)])  # fmt: skip
+    ids = [t["_id"] for t in tasks]
+    err = await api.put(f"{V1}/task/{ids[4]}", {"parentIds": ids[:4]}, status=400)
+    assert err["field"] == "parentIds" and "at most 3" in err["message"]
+    assert (await api.put(f"{V1}/task/{ids[4]}", {"parentIds": ids[:3]}))["parentIds"] == ids[:3]

@@ -89,3 +89,18 @@ async def test_an_idempotency_key_makes_a_retried_create_safe(make_api: ApiFacto
     await api.client.app[SERVICE].tick()
     fresh = await api.call("POST", f"{V1}/task_group/{gid}/tasks", dag, headers=tasks_key)
     assert {t["_id"] for t in fresh}.isdisjoint(t["_id"] for t in made)
+
+
+async def test_twin_creates_sent_together_with_one_key_create_once(api: Api) -> None:
+    """A client that retries while its first try is still running (its timeout passed): the
+    twin waits for the first and gets its tasks; nothing is created twice."""
+    assert api.client.app is not None
+    api.client.app[SERVICE].step = 1  # the first try yields after every task: a wide window
+    gid = await api.group()
+    body = [{"name": f"t{i}", "channel": "c"} for i in range(50)]
+    key = {"Idempotency-Key": "twins"}
+    path = f"{V1}/task_group/{gid}/tasks"
+    answers = await asyncio.gather(*(api.call("POST", path, body, headers=key) for _ in range(4)))
+    ids = {tuple(t["_id"] for t in answer) for answer in answers}
+    assert len(ids) == 1
+    assert len(await api.get(f"{V1}/task_group/{gid}/tasks")) == 50
