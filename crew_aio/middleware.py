@@ -60,30 +60,37 @@ def token_scope(header: str | None, admin: str | None, worker: str | None) -> st
     return None
 
 
+def route_scope(request: web.Request) -> str:
+    """What the matched route needs: "public", "worker" or "admin" (unknown: admin). HEAD is
+    GET's; a trailing "/" is the route's own; Swagger UI's assets are public."""
+    route = request.match_info.route
+    path = route.resource.canonical if route.resource is not None else request.path
+    if path.endswith("/") and path != "/":  # every route is served with a trailing "/" too
+        path = path[:-1]
+    if path.startswith("/api-docs"):
+        return "public"
+    method = "GET" if request.method == "HEAD" else request.method
+    return _SCOPES.get((method, path), "admin")
+
+
 def auth_middleware(admin: str | None, worker: str | None) -> Middleware:
-    """Open when no token is configured; else admin tokens do all, worker tokens their routes."""
+    """Open when no token is configured; else admin tokens do all, worker tokens their routes.
+    Either way, all but the public routes answer 503 while the server reloads after a failed
+    commit."""
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        need = route_scope(request)
         if admin is None and worker is None:
             request[SCOPE] = "admin"
-            method = "GET" if request.method == "HEAD" else request.method
-            if _SCOPES.get((method, request.path.rstrip("/") or "/")) != "public":
+            if need != "public":
                 request.app[SERVICE].check_available()
             return await handler(request)
-        route = request.match_info.route
-        path = route.resource.canonical if route.resource is not None else request.path
-        if path.endswith("/") and path != "/":  # every route is served with a trailing "/" too
-            path = path[:-1]
-        method = "GET" if request.method == "HEAD" else request.method
-        need = _SCOPES.get((method, path), "admin")
-        if path.startswith("/api-docs"):  # Swagger UI's assets, public like the document
-            need = "public"
         if need == "public":
             return await handler(request)
         request.app[SERVICE].check_available()  # 503 while reloading after a failed commit
         header = request.headers.get("Authorization")
-        if header is None and path == WS_PATH and "token" in request.query:
+        if header is None and request.path == WS_PATH and "token" in request.query:
             # browsers cannot set a header on a WebSocket: the handshake may carry ?token=;
             # REST clients send the header (a URL's token ends up in proxies' logs)
             header = f"Bearer {request.query['token']}"

@@ -106,32 +106,22 @@ def released(journal: Journal, task_id: str) -> list[Call]:
     return [c for c in journal.snapshot() if c.kind == "release" and c.task_id == task_id]
 
 
-def test_crew_python_demo_workers_run_the_demo_dag(server: Server) -> None:
-    url = server.start()
-    base = url + "/api/v1"
+def create_tasks(base: str) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The demo's seed and two tasks that fail, one per call (Crew's create route takes one)."""
     gid = api("POST", f"{base}/task_groups", {"name": "crew python demo"})["_id"]
-    # Crew's create-task route takes one task per call
-    seed = api(
-        "POST",
-        f"{base}/task_group/{gid}/tasks",
-        {"name": SEED_NAME, "channel": "worker_c", "input": SEED_INPUT, "isSeed": True},
-    )
-    failing = api(
-        "POST",
-        f"{base}/task_group/{gid}/tasks",
-        {
-            "name": "B always throws",
-            "channel": "worker_b",
-            "input": {"throw": THROW},
-            "errorDelayInSeconds": 0,
-            "remainingAttempts": 2,
-        },
-    )
-    empty = api("POST", f"{base}/task_group/{gid}/tasks",
-                {"name": "B throws an empty message", "channel": "worker_b",
-                 "input": {"throw": ""}, "errorDelayInSeconds": 0})  # fmt: skip
+    tasks = f"{base}/task_group/{gid}/tasks"
+    seed = api("POST", tasks, {"name": SEED_NAME, "channel": "worker_c", "input": SEED_INPUT,
+                               "isSeed": True})  # fmt: skip
+    failing = api("POST", tasks, {"name": "B always throws", "channel": "worker_b",
+                                  "input": {"throw": THROW}, "errorDelayInSeconds": 0,
+                                  "remainingAttempts": 2})  # fmt: skip
+    empty = api("POST", tasks, {"name": "B throws an empty message", "channel": "worker_b",
+                                "input": {"throw": ""}, "errorDelayInSeconds": 0})  # fmt: skip
+    return gid, seed, failing, empty
 
-    journal = Journal()
+
+def run_until_settled(url: str, base: str, gid: str, journal: Journal) -> list[dict[str, Any]]:
+    """The demo's workers (A twice, B, C) in threads until the group settles."""
     group = WorkerGroup(
         worker(url, journal, POLL_SECONDS) for worker in (WorkerA, WorkerA, WorkerB, WorkerC)
     )
@@ -144,18 +134,12 @@ def test_crew_python_demo_workers_run_the_demo_dag(server: Server) -> None:
             tasks = api("GET", f"{base}/task_group/{gid}/tasks")
     finally:
         group.stop()
-    tasks = api("GET", f"{base}/task_group/{gid}/tasks")
-    by_name = {t["name"]: t for t in tasks}
-    refused = journal.refused()
-    context = f"\nnon-2xx answers to the workers:\n{show(refused)}\nfinal tasks:\n" + "\n".join(
-        json.dumps(t) for t in tasks
-    )
+    result: list[dict[str, Any]] = api("GET", f"{base}/task_group/{gid}/tasks")
+    return result
 
-    # the seed ran once, completed, and its continuation was created exactly once, quotes intact
-    names = sorted(t["name"] for t in tasks)
-    expected = sorted([SEED_NAME, "B always throws", "B throws an empty message",
-                       "Child A", "Child B", "Child C", D_NAME])  # fmt: skip
-    assert names == expected, context
+
+def check_the_dag(by_name: dict[str, Any], seed: Any, journal: Journal, context: str) -> None:
+    """The seed ran once; its continuation (integer pseudo-ids) became the real graph."""
     done_seed = by_name[SEED_NAME]
     assert done_seed["_id"] == seed["_id"] and done_seed["isComplete"] is True, context
     assert done_seed["input"] == SEED_INPUT, context
@@ -165,17 +149,13 @@ def test_crew_python_demo_workers_run_the_demo_dag(server: Server) -> None:
         assert child["isComplete"] is True, f"{child['name']} not complete{context}"
     assert (a["input"], b["input"], c["input"], d["input"]) == (
         {"child": "A"}, {"child": "B"}, {"child": "C"}, D_INPUT), context  # fmt: skip
-
-    # integer pseudo-ids became the real graph: roots hang off the seed
-    assert a["parentIds"] == [seed["_id"]], context
+    assert a["parentIds"] == [seed["_id"]], context  # roots hang off the seed
     assert b["parentIds"] == [a["_id"]] and c["parentIds"] == [a["_id"]], context
     assert sorted(d["parentIds"]) == sorted([b["_id"], c["_id"]]), context
-
     # key-mates: one execution (A's), and B completed with A's output
     assert journal.executions(a["_id"]) + journal.executions(b["_id"]) == 1, context
     assert a["output"] is not None and b["output"] == a["output"], context
     assert journal.executions(c["_id"]) == 1 and journal.executions(d["_id"]) == 1, context
-
     # D ran after both its parents completed, and was handed their outputs
     d_leases = acquired(journal, d["_id"])
     assert len(d_leases) == 1, context
@@ -185,19 +165,40 @@ def test_crew_python_demo_workers_run_the_demo_dag(server: Server) -> None:
     handed = {p["_id"]: p["output"] for p in d_answer.get("parents", [])}
     assert handed == {b["_id"]: b["output"], c["_id"]: c["output"]}, f"{d_answer}{context}"
 
+
+def check_the_failures(
+    by_name: dict[str, Any], failing: Any, empty: Any, journal: Journal, context: str
+) -> None:
     # a task that fails every time: both attempts spent, both errors kept, never complete
     f = by_name["B always throws"]
     assert f["_id"] == failing["_id"], context
     assert f["isComplete"] is False and f["remainingAttempts"] == 0, context
     assert f["errors"] == [THROW, THROW], context
     assert journal.executions(f["_id"]) == 2, context
-
     # an empty error message is falsy in Crew's `req.body.error || null`: a success
     e = by_name["B throws an empty message"]
     assert e["_id"] == empty["_id"], context
     assert e["isComplete"] is True and e["errors"] == [] and e["output"] is None, context
     assert journal.executions(e["_id"]) == 1, context
 
+
+def test_crew_python_demo_workers_run_the_demo_dag(server: Server) -> None:
+    url = server.start()
+    base = url + "/api/v1"
+    gid, seed, failing, empty = create_tasks(base)
+    journal = Journal()
+    tasks = run_until_settled(url, base, gid, journal)
+    by_name = {t["name"]: t for t in tasks}
+    refused = journal.refused()
+    context = f"\nnon-2xx answers to the workers:\n{show(refused)}\nfinal tasks:\n" + "\n".join(
+        json.dumps(t) for t in tasks
+    )
+    # the continuation was created exactly once, quotes intact
+    expected = sorted([SEED_NAME, "B always throws", "B throws an empty message",
+                       "Child A", "Child B", "Child C", D_NAME])  # fmt: skip
+    assert sorted(t["name"] for t in tasks) == expected, context
+    check_the_dag(by_name, seed, journal, context)
+    check_the_failures(by_name, failing, empty, journal, context)
     # nothing left leased, and every answer the workers got was a 2xx
     assert [t["name"] for t in tasks if t["assignedTo"] is not None] == [], context
     assert refused == [], context

@@ -46,6 +46,8 @@ async def test_a_503_means_not_done(api: Api) -> None:
     assert refused["code"] == "store_unavailable"
     # while the store is down (and the state reloads), everything answers 503
     await api.get(f"{V1}/task_groups", status=503)
+    for public in ("/api-docs/", "/api-docs/static/swagger-ui.css", f"{V1}/openapi.json"):
+        assert (await api.client.get(public)).status == 200, public  # the public pages stay
     children = [{"name": f"k{i}", "channel": "d", "input": {"pad": "y" * 5000}} for i in range(40)]
     await api.release(lease["_id"], output={"done": True}, children=children, status=503)
     await heal(store)
