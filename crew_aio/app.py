@@ -8,21 +8,24 @@ import gc
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
 from crew_aio.clock import Clock, SystemClock
+from crew_aio.commit import Store
 from crew_aio.config import ExitCode, Settings
 from crew_aio.connections import Reaper, raise_file_limit
 from crew_aio.engine import Engine
-from crew_aio.http_api import BODY_TIMEOUT, CLEAN, HEALTH, SERVICE, WS_PATH, setup_routes
+from crew_aio.http_api import CLEAN, HEALTH, SERVICE
 from crew_aio.loopmon import LOOP_MONITOR, LoopMonitor
 from crew_aio.middleware import auth_middleware, error_middleware
-from crew_aio.service import Limits, Service, StoreLike
+from crew_aio.routes import WS_PATH, setup_routes
+from crew_aio.service import Limits, Service
 from crew_aio.store import SqliteStore, StoreCorrupt, StoreLocked, StoreUnusable
 from crew_aio.timers import Timers
+from crew_aio.wire import BODY_TIMEOUT
 from crew_aio.ws_hub import HUB, Hub, ws_handler
 
 __all__ = ["STORE", "TIMERS", "create_app", "run_server"]
@@ -30,14 +33,7 @@ __all__ = ["STORE", "TIMERS", "create_app", "run_server"]
 log = logging.getLogger("crew_aio.app")
 
 
-class AppStore(StoreLike, Protocol):
-    def load(self, raw: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]: ...
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def check(self) -> bool: ...
-
-
-STORE = web.AppKey("store", AppStore)
+STORE = web.AppKey("store", Store)
 TIMERS = web.AppKey("timers", Timers)
 
 
@@ -53,7 +49,7 @@ def limits_of(settings: Settings) -> Limits:
 
 
 def create_app(
-    settings: Settings, *, store: AppStore | None = None, clock: Clock | None = None
+    settings: Settings, *, store: Store | None = None, clock: Clock | None = None
 ) -> web.Application:
     """The application; the store is opened (unless given) and loaded at startup."""
     reaper = Reaper(settings.head_timeout)
@@ -87,7 +83,7 @@ async def _loop_monitor(app: web.Application) -> AsyncIterator[None]:
 
 
 def _lifecycle(
-    settings: Settings, given: AppStore | None, clock: Clock
+    settings: Settings, given: Store | None, clock: Clock
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -96,7 +92,7 @@ def _lifecycle(
                 None,
                 lambda: SqliteStore.open(settings.db_path, commit_timeout=settings.commit_timeout),
             )
-            store: AppStore = opened
+            store: Store = opened
         else:
             store = given
         engine = await load_engine(store)
@@ -126,7 +122,7 @@ def _lifecycle(
     return ctx
 
 
-async def load_engine(store: AppStore) -> Engine:
+async def load_engine(store: Store) -> Engine:
     """Rebuild the engine from the store in a thread (the loop serves nothing yet)."""
     loop = asyncio.get_running_loop()
     engine = Engine()

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from crew_aio.http_api import Handler
+from crew_aio.wire import Handler
 
 __all__ = ["Reaper", "raise_file_limit"]
 

@@ -9,16 +9,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from crew_aio.errors import CrewError, Forbidden, Unauthorized
-from crew_aio.http_api import (
-    ROUTES,
-    SCOPE,
-    SERVICE,
-    STATUS,
-    WS_PATH,
-    Handler,
-    crew_error_response,
-    error_response,
-)
+from crew_aio.http_api import SERVICE
+from crew_aio.routes import ROUTES, WS_PATH
+from crew_aio.wire import SCOPE, STATUS, Handler, crew_error_response, error_response
 
 __all__ = ["SCOPE", "auth_middleware", "error_middleware", "token_scope"]
 

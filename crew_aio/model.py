@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 __all__ = [
+    "Change",
     "Label",
     "Status",
     "Task",
@@ -60,6 +61,23 @@ class TaskGroup:
     active_at: float = 0.0
     # runtime only: a delete is under way (a slice at a time): nothing is handed out or added
     deleting: bool = False
+
+
+@dataclass(slots=True)
+class Change:
+    """What one engine call touched: the service persists it, then publishes it."""
+
+    tasks: dict[str, None] = field(default_factory=dict)
+    created: set[str] = field(default_factory=set)
+    groups: dict[str, None] = field(default_factory=dict)
+    ready_channels: set[str] = field(default_factory=set)
+    deleted: dict[str, str] = field(default_factory=dict)  # task id → its group id
+    keys: dict[str, None] = field(default_factory=dict)  # idempotency keys added or expired
+    cooled: dict[Label, None] = field(default_factory=dict)  # workgroup cool-offs set or ended
+
+    def __bool__(self) -> bool:
+        """Anything to persist or to announce (a delayed task turning ready touches no record)."""
+        return bool(self.tasks or self.groups or self.ready_channels or self.keys or self.cooled)
 
 
 _WIRE = {

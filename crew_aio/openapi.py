@@ -1,20 +1,43 @@
-"""The OpenAPI 3.1 document, generated from the route table and the protocol Structs."""
+"""The OpenAPI 3.1 document, generated from the route table and the protocol Structs.
+
+It reads routes through :class:`Documented` (what :class:`crew_aio.routes.Route` has), so this
+module imports no transport and no route table: ``routes`` imports it, never the other way."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
 from crew_aio import __version__
 from crew_aio import protocol as p
 
-if TYPE_CHECKING:
-    from crew_aio.http_api import Route
+__all__ = ["Documented", "document"]
 
-__all__ = ["document"]
+
+class Documented(Protocol):
+    """What the document needs of a route."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def body(self) -> Any: ...
+    @property
+    def response(self) -> Any: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def query(self) -> tuple[str, ...]: ...
+    @property
+    def idempotent(self) -> bool: ...
+
 
 _REF = "#/components/schemas/{name}"
 _STATUSES = {400: "invalid body or query (names the field)", 401: "no or wrong token",
@@ -32,12 +55,12 @@ _DESCRIPTION = (
 )
 
 
-def document(routes: tuple[Route, ...]) -> dict[str, Any]:
-    return _build(routes)
+def document(routes: Sequence[Documented]) -> dict[str, Any]:
+    return _build(tuple(routes))
 
 
 @cache
-def _build(routes: tuple[Route, ...]) -> dict[str, Any]:
+def _build(routes: tuple[Documented, ...]) -> dict[str, Any]:
     types = [r.body for r in routes if r.body is not None]
     for r in routes:
         types += r.response if isinstance(r.response, tuple) else [r.response]
@@ -79,7 +102,7 @@ def _build(routes: tuple[Route, ...]) -> dict[str, Any]:
     }
 
 
-def _responses(r: Route, schema_of: dict[int, Any]) -> dict[str, Any]:
+def _responses(r: Documented, schema_of: dict[int, Any]) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK"}
     if r.response is not None:
         ok["content"] = {"application/json": {"schema": schema_of[id(r.response)]}}

@@ -1,9 +1,12 @@
-"""The single writer: engine → stage → await durable → publish.
+"""The single writer: engine → stage → answer with its commit barrier → publish.
 
 Every call takes ``now`` from the clock, runs one engine transition, stages what it touched,
-renders its answer (a snapshot taken before anything else can change the state), and returns only
-once the store has committed every change staged so far — reads included, so nothing a client is
-told can be lost by a crash. Listeners (timers, push, watchers) hear of each change.
+and renders its answer (a snapshot taken before anything else can change the state). Durability
+is decided here and only here: a call either returns once the store has committed every change
+staged so far (the ``async`` calls, reads included), or returns the answer together with its
+commit barrier (:class:`Staged`, the calls a socket makes many of): its caller tells a client
+only after awaiting it. No transport touches the store or the engine. Listeners (timers, push,
+watchers) hear of each change as it is staged.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import asyncio
 import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from msgspec.structs import replace as copy_struct
 
 from crew_aio import protocol as p
 from crew_aio.clock import Clock
+from crew_aio.commit import Barrier, Store
 from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
 from crew_aio.engine.core import CLOCK_MARK, ID_MARK, cooling_key
@@ -35,7 +39,7 @@ from crew_aio.model import (
     task_to_record,
 )
 
-__all__ = ["Limits", "Listing", "Service", "StoreLike"]
+__all__ = ["Limits", "Listing", "Service", "Staged"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -48,15 +52,20 @@ Json = dict[str, Any]
 Idempotency = tuple[str, str] | None  # (Idempotency-Key, fingerprint of the request)
 
 
-class StoreLike(Protocol):
-    on_failure: Callable[[BaseException], None] | None
+class Staged(Generic[T]):
+    """An answer and the commit barrier of what it reports: ``await staged`` is the answer once
+    that is durable (StoreUnavailable if the commit failed: not done). A transport that answers
+    many calls at once (a socket) keeps the barrier with the frame and awaits the last one."""
 
-    def hold(self) -> None: ...
-    def release(self) -> None: ...
-    def put(self, key: str, value: Any) -> None: ...
-    def delete(self, key: str) -> None: ...
-    async def sync(self) -> None: ...
-    async def recover(self) -> bool: ...
+    __slots__ = ("answer", "barrier")
+
+    def __init__(self, answer: T, barrier: Barrier) -> None:
+        self.answer = answer
+        self.barrier = barrier
+
+    def __await__(self) -> Generator[Any, None, T]:
+        yield from self.barrier.__await__()
+        return self.answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +126,7 @@ class Service:
     def __init__(
         self,
         engine: Engine,
-        store: StoreLike,
+        store: Store,
         clock: Clock,
         limits: Limits,
         reload: Callable[[], Awaitable[Engine]] | None = None,
@@ -273,14 +282,52 @@ class Service:
                 store.put(f"k:{key}", remembered.record())
 
     async def _done(self, change: Change, answer: T) -> T:
-        self._staged(change, answer)
-        await self.store.sync()
-        return answer
+        """Stage ``change``; ``answer`` once everything staged so far is committed."""
+        return await self._staged(change, answer)
 
-    def _staged(self, change: Change, answer: T) -> T:
+    def _staged(self, change: Change, answer: T) -> Staged[T]:
         if change:
             self._stage(change)
-        return answer
+        return Staged(answer, self.store.barrier())
+
+    def barrier(self) -> Barrier:
+        """The commit barrier of everything staged so far: a frame that announces something
+        (a pushed lease, an event) is sent only once it is passed."""
+        return self.store.barrier()
+
+    # what listeners and transports may ask of the graph (they never hold the engine) ------
+    def may_have_ready(self, channel: str) -> bool:
+        """False when ``channel`` surely has nothing to hand out (its ready heap is empty)."""
+        return bool(self.engine.ready.get(channel))
+
+    def lease_of(self, task_id: str) -> str | None:
+        """The id of the task's current lease (None: not leased, or no such task)."""
+        t = self.engine.tasks.get(task_id)
+        return None if t is None else t.lease_id
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which :meth:`tick` has something to do."""
+        return self.engine.next_deadline()
+
+    def events(self, change: Change) -> list[tuple[str, Json]]:
+        """``change`` as watchers' events, each with the id of the group it belongs to."""
+        engine = self.engine
+        events: list[tuple[str, Json]] = []
+        for tid in change.tasks:
+            t = engine.tasks.get(tid)
+            if t is None:
+                gid = change.deleted.get(tid, "")
+                events.append(
+                    (gid, {"event": "task:delete", "data": {"_id": tid, "taskGroupId": gid}})
+                )
+            else:
+                kind = "task:create" if tid in change.created else "task:update"
+                events.append((t.group_id, {"event": kind, "data": self.task_json(t)}))
+        for gid in change.groups:
+            g = engine.groups.get(gid)
+            data = group_to_api(g) if g is not None else {"_id": gid}
+            events.append((gid, {"event": "group:update" if g else "group:delete", "data": data}))
+        return events
 
     def task_json(self, t: Task) -> Json:
         engine = self.engine
@@ -669,14 +716,9 @@ class Service:
             self._stage(ch)
         return leases
 
-    async def release(self, task_id: str, body: p.ReleaseBody) -> Json:
-        answer = self.release_now(task_id, body)
-        await self.store.sync()
-        return answer
-
-    def release_now(self, task_id: str, body: p.ReleaseBody) -> Json:
-        """:meth:`release` up to staging: the caller syncs the store before telling anyone (the
-        WebSocket outbox does, so a socket's releases need no task of their own each)."""
+    def release(self, task_id: str, body: p.ReleaseBody) -> Staged[Json]:
+        """Settle a lease; the answer comes with its barrier (a socket's releases need no task
+        of their own each: its outbox awaits the barrier of its last frame)."""
         self.check_children(len(body.children or ()))
         children = [self.spec(c, i) for i, c in enumerate(body.children or ())]
         task, ch = self.engine.release(
@@ -692,13 +734,8 @@ class Service:
         )
         return self._staged(ch, self.task_json(task))
 
-    async def extend(self, task_id: str, body: p.ExtendBody) -> Json:
-        answer = self.extend_now(task_id, body)
-        await self.store.sync()
-        return answer
-
-    def extend_now(self, task_id: str, body: p.ExtendBody) -> Json:
-        """:meth:`extend` up to staging (see :meth:`release_now`)."""
+    def extend(self, task_id: str, body: p.ExtendBody) -> Staged[Json]:
+        """Renew a lease (heartbeat); the answer comes with its barrier (see :meth:`release`)."""
         lease = self.lease_seconds(body.lease_seconds)
         task, ch = self.engine.extend(
             task_id, body.worker_id, body.lease_id, lease, self.clock.now()

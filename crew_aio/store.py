@@ -26,11 +26,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from sqlitedict import _RESPONSE_NO_MORE  # pinned 2.1.0: the end-of-answer marker
 
+from crew_aio.commit import DONE, Barrier, Store
 from crew_aio.errors import StoreUnavailable
 from crew_aio.sqlite_file import (
     TABLE,
@@ -64,35 +65,6 @@ _DRAIN_LIMIT = 10_000
 
 Batch = dict[str, bytes | None]  # key -> encoded value, or None for a delete
 T = TypeVar("T")
-
-
-class Store(Protocol):
-    """What the service uses. ``put``/``delete``/``sync`` are for the event loop's thread only.
-
-    ``load`` (blocking, at boot) streams every committed record, skipping (and logging) any that
-    cannot be decoded. ``put`` encodes at once; the last write to a key before a commit wins.
-    A committer task commits each staged batch in one transaction, in order. ``sync`` returns once
-    everything staged before the call is committed (at once if nothing is staged or in flight), or
-    raises StoreUnavailable if that batch failed. A failed commit drops its writes and every
-    write staged behind it (whoever waits on them gets the same error at once): a 503 means not
-    done. The store is then ``failed``: ``put``, ``delete`` and ``sync`` raise StoreUnavailable
-    and ``on_failure`` is called once, until ``recover`` commits a probe (the owner reloads what
-    is committed before it writes again). ``close`` commits what is staged, then closes
-    (idempotent). ``check`` writes ``m:health`` and syncs. ``pending``: keys staged or in flight.
-    """
-
-    def load(self, raw: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]: ...
-    def put(self, key: str, value: Any) -> None: ...
-    def delete(self, key: str) -> None: ...
-    async def sync(self) -> None: ...
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def check(self) -> bool: ...
-    async def recover(self) -> bool: ...
-    @property
-    def failed(self) -> bool: ...
-    @property
-    def pending(self) -> int: ...
 
 
 def _decode(key: object, raw: object, keep: tuple[str, ...] = ()) -> tuple[str, Any] | None:
@@ -181,25 +153,23 @@ class _GroupCommitStore:
         self._failure = None
         return True
 
-    async def sync(self) -> None:
+    def barrier(self) -> Barrier:
         if self._failure is not None:
-            raise StoreUnavailable(f"the store cannot commit: {self._failure}")
+            return Barrier(error=self._failure)
         if self._staged:
             if self._task is None:
                 raise RuntimeError("the store's committer is not running: call start() first")
             if self._task.done():
-                raise StoreUnavailable("the store is closed")
+                return Barrier(error=StoreUnavailable("the store is closed"))
             if self._staged_done is None:
                 self._staged_done = asyncio.get_running_loop().create_future()
-            fut = self._staged_done
-            self._wake.set()
-        elif self._inflight_done is not None:
-            fut = self._inflight_done
-        else:
-            return
-        error = await asyncio.shield(fut)  # one caller's cancellation must not cancel the batch
-        if error is not None:
-            raise StoreUnavailable(f"the store cannot commit: {error}") from error
+            return Barrier(self._staged_done)
+        if self._inflight_done is not None:
+            return Barrier(self._inflight_done)
+        return DONE
+
+    async def sync(self) -> None:
+        await self.barrier()
 
     async def start(self) -> None:
         if self._task is None:

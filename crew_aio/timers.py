@@ -12,8 +12,8 @@ import logging
 import math
 
 from crew_aio.clock import Clock
-from crew_aio.engine import Change
 from crew_aio.errors import StoreUnavailable
+from crew_aio.model import Change
 from crew_aio.service import Service
 
 __all__ = ["Timers"]
@@ -35,7 +35,7 @@ class Timers:
         service.listeners.append(self.on_change)
 
     def on_change(self, change: Change) -> None:
-        deadline = self.service.engine.next_deadline()
+        deadline = self.service.next_deadline()
         if deadline is not None and deadline < self._target:
             self._wake.set()
 
@@ -45,7 +45,7 @@ class Timers:
     async def run(self) -> None:
         while True:
             now = self.clock.now()
-            deadline = self.service.engine.next_deadline()
+            deadline = self.service.next_deadline()
             self._target = min(deadline if deadline is not None else math.inf, self._cleanup_at())
             if self._target > now:
                 self._wake.clear()

@@ -1,7 +1,10 @@
 """WebSocket ``GET /api/v1/ws``: pushed tasks for subscribed workers, events for watchers.
 
-Every frame a peer receives waits in its outbox until the store has committed everything staged
-before it, so a pushed task, an ``ack`` or an event never announces something a crash could undo.
+Every frame a peer receives waits in its outbox with the commit barrier of what it announces
+(the service's: an ``ack`` carries its call's, a pushed task or an event everything staged
+before it), and is written only once that barrier is passed: a pushed task, an ``ack`` or an
+event never announces something a crash could undo. The transport touches neither the store
+nor the engine.
 A worker subscription is one more waiter in the dispatcher's fair per-channel queues; it takes
 tasks while it holds fewer leases than its capacity and its socket keeps up (backpressure).
 A dropped socket keeps its leases: they run to expiry, or are released over REST or a new socket.
@@ -11,12 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import math
-import socket
-import struct
-import termios
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from crew_aio import protocol as p
-from crew_aio.engine import Change
+from crew_aio.commit import Barrier
 from crew_aio.errors import (
     Conflict,
     CrewError,
@@ -36,9 +35,10 @@ from crew_aio.errors import (
     NotFound,
     StoreUnavailable,
 )
-from crew_aio.http_api import SCOPE, STATUS, convert, loads, not_held, validate
-from crew_aio.model import group_to_api
-from crew_aio.service import Service
+from crew_aio.model import Change
+from crew_aio.service import Service, Staged
+from crew_aio.tcp import SILENT_EVERY, tcp_stalled
+from crew_aio.wire import SCOPE, convert, error_frame, loads, not_held, validate
 
 __all__ = ["HUB", "Hub", "ws_handler"]
 
@@ -64,7 +64,7 @@ class Peer:
         self.ws = ws
         self.transport = request.transport
         self.scope: str = request.get(SCOPE, "admin")
-        self.outbox: deque[bytes] = deque()
+        self.outbox: deque[tuple[bytes, Barrier]] = deque()  # frame, what it waits for
         self.outbox_bytes = 0
         self.wake = asyncio.Event()
         self.sub: Subscription | None = None
@@ -75,21 +75,26 @@ class Peer:
         self._silent = False
         self._silent_at = -math.inf
 
-    def send(self, frame: Json) -> None:
+    def send(self, frame: Json, barrier: Barrier | None = None) -> None:
+        """Queue ``frame``, to be written once ``barrier`` is passed (by default, the barrier
+        of everything staged so far)."""
         if not self.closed:
             data = orjson.dumps(frame)
-            self.outbox.append(data)
+            self.outbox.append((data, self.hub.service.barrier() if barrier is None else barrier))
             self.outbox_bytes += len(data)
             self.wake.set()
+
+    def answer(self, frame: Json, staged: Staged[Json], key: str = "task") -> None:
+        """An ``ack`` carrying a staged answer, written once that answer is durable."""
+        frame[key] = staged.answer
+        self.send(frame, staged.barrier)
 
     def full(self) -> bool:
         """Answers pile up (the store is down, or the peer does not read): stop reading."""
         return len(self.outbox) > MAX_OUTBOX or self.outbox_bytes > MAX_OUTBOX_BYTES
 
     def error(self, ref: object, exc: CrewError) -> None:
-        frame: Json = {"type": "error", "ref": ref, "status": STATUS.get(exc.code, 400)}
-        frame |= exc.to_dict()
-        self.send(frame)
+        self.send(error_frame(ref, exc))
 
     async def drained(self) -> None:
         """Wait (reading nothing more: TCP backpressure) until the outbox is under its bounds."""
@@ -122,18 +127,20 @@ class Peer:
                 # frames wait here, where the reader's pause (full()) bounds them
                 while self.slow() and not self.closed:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
-                # what these frames announce was staged before they were queued, so the sync
-                # covers it; frames queued while it waits may announce later writes: not yet
+                # barriers are ordered: the last frame's covers the frames before it; frames
+                # queued while it waits may announce later writes: they wait for the next round
                 ready = len(self.outbox)
                 try:
-                    await self.hub.service.store.sync()  # what the frames announce is durable
+                    await self.outbox[ready - 1][1]  # what the frames announce is durable
                 except StoreUnavailable:
-                    await asyncio.sleep(0.5)  # they wait until the store can commit again
-                    continue
+                    # the commit failed: they announce what was never done; the socket closes
+                    # (1013) and its worker reconnects once the server has reloaded
+                    self.hub.drop(self)
+                    return
                 batch: list[bytes] = []
                 size = 0
                 while ready and (size < FLUSH_BYTES or not batch):
-                    data = self.outbox.popleft()
+                    data = self.outbox.popleft()[0]
                     batch.append(data)
                     size += len(data)
                     ready -= 1
@@ -150,37 +157,6 @@ class Peer:
                 await asyncio.sleep(0.02)
             if self.sub is not None:
                 self.sub.offer()
-
-
-# the head of Linux's struct tcp_info: 8 u8 (state, ca_state, retransmits, probes, backoff,
-# options, window scales, rate flags), then u32 rto, ato, snd_mss, rcv_mss, unacked, sacked,
-# lost, retrans, fackets, last_data_sent (ms since new data last left)
-_TCP_INFO = struct.Struct("8B10I")
-_OUTQ = struct.Struct("i")
-STALLED_AFTER = 2  # retransmissions of the oldest segment in flight, unanswered
-STUCK_MS = 1000  # bytes queued for the peer and none could leave for this long: not reading
-SILENT_EVERY = 0.1  # seconds a silence reading is reused (a few syscalls per peer at most)
-
-
-def tcp_stalled(transport: asyncio.BaseTransport | None) -> bool:
-    """True when the peer vanished (the kernel retransmits to it unanswered) or does not read
-    (bytes wait for it and none could be sent for STUCK_MS: its window is shut)."""
-    if transport is None:
-        return True
-    sock = transport.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return False
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
-        info: tuple[int, ...] = _TCP_INFO.unpack_from(raw)
-        if info[2] >= STALLED_AFTER:  # retransmits
-            return True
-        if info[8 + 9] < STUCK_MS:  # new data left recently: the peer takes it
-            return False
-        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, _OUTQ.pack(0))
-    except OSError:
-        return False
-    return bool(_OUTQ.unpack(queued)[0] > 0)
 
 
 def _ref(value: object) -> object:
@@ -271,11 +247,11 @@ class Hub:
         """Queue the subscribers with room on those of ``channels`` that may have a ready
         task, then hand out what is ready there."""
         service = self.service
-        ready, dispatcher = service.engine.ready, service.dispatcher
+        may_have_ready, dispatcher = service.may_have_ready, service.dispatcher
         runs = []
         for channel in channels:
             subs = self.by_channel.get(channel)
-            if subs and ready.get(channel):
+            if subs and may_have_ready(channel):
                 for sub in subs:
                     if sub.wants() > 0:
                         dispatcher.enqueue(channel, sub)
@@ -299,14 +275,13 @@ class Hub:
             self._publish(change)
 
     def _reconcile(self, change: Change) -> None:
-        tasks = self.service.engine.tasks
+        lease_of = self.service.lease_of
         freed: dict[Subscription, None] = {}
         for tid in change.tasks:
             sub = self.held_by.get(tid)
             if sub is None:
                 continue
-            t = tasks.get(tid)
-            if t is None or t.lease_id != sub.held.get(tid):
+            if lease_of(tid) != sub.held.get(tid):
                 del self.held_by[tid]
                 sub.held.pop(tid, None)
                 freed[sub] = None
@@ -315,22 +290,7 @@ class Hub:
                 sub.offer()
 
     def _publish(self, change: Change) -> None:
-        engine, svc = self.service.engine, self.service
-        events: list[tuple[str, Json]] = []
-        for tid in change.tasks:
-            t = engine.tasks.get(tid)
-            if t is None:
-                gid = change.deleted.get(tid, "")
-                events.append(
-                    (gid, {"event": "task:delete", "data": {"_id": tid, "taskGroupId": gid}})
-                )
-            else:
-                kind = "task:create" if tid in change.created else "task:update"
-                events.append((t.group_id, {"event": kind, "data": svc.task_json(t)}))
-        for gid in change.groups:
-            g = engine.groups.get(gid)
-            data = group_to_api(g) if g is not None else {"_id": gid}
-            events.append((gid, {"event": "group:update" if g else "group:delete", "data": data}))
+        events = self.service.events(change)
         for peer in self.watching:
             for gid, event in events:
                 if peer.watch_all or gid in peer.watch_groups:
@@ -399,8 +359,9 @@ class Hub:
                     lease_id=frame.lease_id,
                     lease_seconds=frame.lease_seconds,
                 )
-                task = self.service.extend_now(frame.task_id, body)
-                peer.send({"type": "ack", "ref": frame.ref, "task": task})
+                peer.answer(
+                    {"type": "ack", "ref": frame.ref}, self.service.extend(frame.task_id, body)
+                )
             case p.WatchFrame() | p.UnwatchFrame():
                 self._watch(peer, frame)
 
@@ -438,8 +399,7 @@ class Hub:
     def _release(self, peer: Peer, frame: p.ReleaseFrame, raw: dict[str, Any]) -> None:
         fields = {**raw, "workerId": self._worker(peer, frame.worker_id)}
         body = validate(fields, p.ReleaseBody)  # one declaration for REST and WS; nesting checked
-        task = self.service.release_now(frame.task_id, body)
-        peer.send({"type": "ack", "ref": frame.ref, "task": task})
+        peer.answer({"type": "ack", "ref": frame.ref}, self.service.release(frame.task_id, body))
 
     def _watch(self, peer: Peer, frame: p.WatchFrame | p.UnwatchFrame) -> None:
         if peer.scope != "admin":
@@ -473,12 +433,16 @@ class Hub:
         have been committed, so nothing more is sent; every socket is closed with 1013 (try
         again later) and its worker reconnects once the server has reloaded."""
         for peer in list(self.peers):
-            peer.outbox.clear()
-            peer.outbox_bytes = 0
-            self.disconnect(peer)
-            closing = asyncio.ensure_future(self._close(peer, 1013, b"reloading, try again"))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self.drop(peer)
+
+    def drop(self, peer: Peer) -> None:
+        """Close ``peer`` with 1013 (try again later), sending nothing more from its outbox."""
+        peer.outbox.clear()
+        peer.outbox_bytes = 0
+        self.disconnect(peer)
+        closing = asyncio.ensure_future(self._close(peer, 1013, b"reloading, try again"))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def close_all(self) -> None:
         """Shutdown: every socket gets a close frame (1001, going away) at once; a peer that

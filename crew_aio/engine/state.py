@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from crew_aio.errors import NotFound
-from crew_aio.model import Label, Task, TaskGroup
+from crew_aio.model import Change, Label, Task, TaskGroup
 
 __all__ = ["STEP", "Change", "ChannelStats", "Remembered", "State", "Steps", "run_steps"]
 
@@ -48,23 +48,6 @@ def run_steps(steps: Steps[R]) -> R:
 
 K = TypeVar("K")
 KEY_TTL = 86_400.0  # seconds an Idempotency-Key is remembered
-
-
-@dataclass(slots=True)
-class Change:
-    """What one engine call touched: the service persists it, then publishes it."""
-
-    tasks: dict[str, None] = field(default_factory=dict)
-    created: set[str] = field(default_factory=set)
-    groups: dict[str, None] = field(default_factory=dict)
-    ready_channels: set[str] = field(default_factory=set)
-    deleted: dict[str, str] = field(default_factory=dict)  # task id → its group id
-    keys: dict[str, None] = field(default_factory=dict)  # idempotency keys added or expired
-    cooled: dict[Label, None] = field(default_factory=dict)  # workgroup cool-offs set or ended
-
-    def __bool__(self) -> bool:
-        """Anything to persist or to announce (a delayed task turning ready touches no record)."""
-        return bool(self.tasks or self.groups or self.ready_channels or self.keys or self.cooled)
 
 
 @dataclass(slots=True)

@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 
 from crew_aio import protocol as p
-from crew_aio.http_api import ROUTES, SERVICE, WS_PATH, Route
+from crew_aio.http_api import SERVICE
+from crew_aio.routes import ROUTES, WS_PATH, Route
 from tests.integration.conftest import Api, ApiFactory
 
 V1 = "/api/v1"

@@ -442,9 +442,9 @@ async def test_a_big_snapshot_is_copied_in_chunks_and_leaves_out_deleted_tasks(
 async def test_a_bad_entry_far_into_a_big_list_is_named_by_its_index(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crew_aio import http_api
+    from crew_aio import wire
 
-    monkeypatch.setattr(http_api, "ENTRIES_CHUNK", 4)
+    monkeypatch.setattr(wire, "ENTRIES_CHUNK", 4)
     gid = await api.group()
     body: list[Any] = [{"name": f"t{i}", "channel": "c"} for i in range(10)]
     body[9]["name"] = {}

@@ -8,7 +8,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from crew_aio.app import TIMERS
-from crew_aio.http_api import ROUTES, SERVICE
+from crew_aio.http_api import SERVICE
+from crew_aio.routes import ROUTES
 from tests.integration.conftest import Api, ApiFactory
 
 V1 = "/api/v1"

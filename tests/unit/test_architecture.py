@@ -11,25 +11,53 @@ import crew_aio
 
 PKG = Path(crew_aio.__file__).parent
 
+TRANSPORTS = ("http_api", "ws_hub")  # and the ones to come: each sits on wire + service
+# what no transport may import: the store, the engine, persistence, and the other transports
+NOT_FOR_TRANSPORTS = {
+    "sqlite3",
+    "sqlitedict",
+    "crew_aio.store",
+    "crew_aio.engine",
+    "crew_aio.sqlite_file",
+    "crew_aio.app",
+    "crew_aio.routes",
+}
+
 # module (or package prefix) → imports it must never make
 FORBIDDEN: dict[str, set[str]] = {
     "engine": {"asyncio", "aiohttp", "sqlite3", "sqlitedict", "time", "datetime", "os",
-               "crew_aio.store", "crew_aio.service", "crew_aio.http_api", "crew_aio.app",
-               "crew_aio.clock", "logging"},
+               "crew_aio.store", "crew_aio.commit", "crew_aio.service", "crew_aio.http_api",
+               "crew_aio.app", "crew_aio.clock", "crew_aio.wire", "logging"},
     "model": {"asyncio", "aiohttp", "sqlite3", "sqlitedict", "time", "os", "crew_aio.engine"},
     "errors": {"aiohttp", "asyncio", "crew_aio"},
-    "protocol": {"aiohttp", "crew_aio"},
+    "protocol": {"aiohttp", "crew_aio.engine", "crew_aio.model", "crew_aio.service",
+                 "crew_aio.store", "crew_aio.wire"},
+    "jsvalues": {"aiohttp", "asyncio", "crew_aio"},
+    "commit": {"aiohttp", "sqlite3", "sqlitedict", "crew_aio.engine", "crew_aio.model",
+               "crew_aio.service", "crew_aio.store"},
     "store": {"aiohttp", "crew_aio.engine", "crew_aio.model", "crew_aio.service"},
     "sqlite_file": {"aiohttp", "asyncio", "crew_aio.engine", "crew_aio.service"},
     "service": {"aiohttp", "sqlite3", "sqlitedict", "crew_aio.store", "crew_aio.http_api",
-                "crew_aio.app", "time"},
-    "timers": {"aiohttp", "crew_aio.http_api", "crew_aio.app"},
-    "http_api": {"sqlite3", "sqlitedict", "crew_aio.engine", "crew_aio.store"},
+                "crew_aio.ws_hub", "crew_aio.wire", "crew_aio.routes", "crew_aio.app", "time"},
+    "timers": {"aiohttp", "crew_aio.http_api", "crew_aio.app", "crew_aio.engine",
+               "crew_aio.store"},
+    "wire": {"sqlite3", "sqlitedict", "crew_aio.engine", "crew_aio.store", "crew_aio.commit",
+             "crew_aio.service", "crew_aio.http_api", "crew_aio.ws_hub", "crew_aio.routes",
+             "crew_aio.app"},
+    "openapi": {"crew_aio.http_api", "crew_aio.routes", "crew_aio.ws_hub", "crew_aio.service",
+                "crew_aio.engine", "crew_aio.store", "aiohttp"},
+    "routes": {"crew_aio.engine", "crew_aio.store", "crew_aio.service", "crew_aio.ws_hub",
+               "crew_aio.app"},
+    "tcp": {"crew_aio", "aiohttp"},
     "loopmon": {"crew_aio", "sqlite3", "sqlitedict", "time"},
+    **{t: NOT_FOR_TRANSPORTS | {f"crew_aio.{o}" for o in TRANSPORTS if o != t}
+       for t in TRANSPORTS},
 }  # fmt: skip
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, *, typing_too: bool = True) -> set[str]:
+    """Every module ``path`` imports, including those under ``if TYPE_CHECKING:`` (a cycle
+    hidden there is still a cycle to a reader)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -80,3 +108,50 @@ def test_sdk_imports_no_server_code() -> None:
             if name.split(".")[0] == "crew_aio" and not name.startswith(allowed)
         }
         assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_every_error_code_has_a_status() -> None:
+    """The wire layer's one table turns every error the server raises into an HTTP status."""
+    from crew_aio import errors
+    from crew_aio.wire import STATUS, status_of
+
+    codes = {
+        cls.code
+        for cls in vars(errors).values()
+        if isinstance(cls, type)
+        and issubclass(cls, errors.CrewError)
+        and cls is not errors.CrewError
+    }
+    assert codes == set(STATUS), "an error code without a status, or a status without a code"
+    for code, status in STATUS.items():
+        assert 400 <= status < 600, code
+    assert status_of(errors.StaleLease("x")) == 409
+
+
+def test_no_import_cycles_among_server_modules() -> None:
+    """Dependencies form a DAG: no module reaches itself through its crew_aio imports."""
+    graph: dict[str, set[str]] = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        name = ".".join(p for p in rel.parts if p != "__init__")
+        graph[name] = {
+            dep for dep in imports_of(path, typing_too=True) if dep.startswith("crew_aio.")
+        }
+    modules = set(graph)
+    edges = {m: {d if d in modules else d.rsplit(".", 1)[0] for d in deps} & modules - {m}
+             for m, deps in graph.items()}  # fmt: skip
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(edges[node]):
+            if state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], dep] if dep in path else [node, dep]
+                raise AssertionError(" -> ".join(cycle))
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [module])

@@ -1,0 +1,92 @@
+"""What the service sees of persistence: the :class:`Store` protocol and its commit barrier.
+
+The store (``crew_aio.store``) implements it twice, on SQLite and in memory; the service is
+written against this module only, and a transport sees nothing of it but :class:`Barrier`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, Protocol
+
+from crew_aio.errors import StoreUnavailable
+
+__all__ = ["DONE", "Barrier", "Store"]
+
+
+class Barrier:
+    """A commit barrier: awaiting it returns once every write staged before it was taken is
+    committed, or raises StoreUnavailable when that commit failed (the writes were dropped: not
+    done). Taken by :meth:`Store.barrier` right after staging; awaited by whoever tells a client.
+    Barriers are ordered: batches commit in order, and a failure fails every batch behind it,
+    so awaiting the last of several barriers covers them all. Awaitable any number of times."""
+
+    __slots__ = ("_error", "_future")
+
+    def __init__(
+        self,
+        future: asyncio.Future[BaseException | None] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self._future = future
+        self._error = error
+
+    def done(self) -> bool:
+        """True when awaiting it would not wait (committed, failed, or nothing to wait for)."""
+        return self._future is None or self._future.done()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self._error is not None:
+            raise _unavailable(self._error)
+        fut = self._future
+        if fut is None:
+            return
+        # one waiter's cancellation must not cancel the commit the others wait for
+        error = yield from (fut if fut.done() else asyncio.shield(fut)).__await__()
+        if error is not None:
+            raise _unavailable(error) from error
+
+
+def _unavailable(error: BaseException) -> StoreUnavailable:
+    if isinstance(error, StoreUnavailable):
+        return error
+    return StoreUnavailable(f"the store cannot commit: {error}")
+
+
+DONE = Barrier()  # nothing staged, nothing in flight
+
+
+class Store(Protocol):
+    """What the service uses. ``put``/``delete``/``sync`` are for the event loop's thread only.
+
+    ``load`` (blocking, at boot) streams every committed record, skipping (and logging) any that
+    cannot be decoded. ``put`` encodes at once; the last write to a key before a commit wins.
+    A committer task commits each staged batch in one transaction, in order. ``barrier()`` is
+    the :class:`Barrier` of everything staged so far; ``sync()`` awaits it: it returns once
+    everything staged before the call is committed (at once if nothing is staged or in flight),
+    or raises StoreUnavailable if that batch failed. A failed commit drops its writes and every
+    write staged behind it (whoever waits on them gets the same error at once): a 503 means not
+    done. The store is then ``failed``: ``put``, ``delete`` and ``sync`` raise StoreUnavailable
+    and ``on_failure`` is called once, until ``recover`` commits a probe (the owner reloads what
+    is committed before it writes again). ``close`` commits what is staged, then closes
+    (idempotent). ``check`` writes ``m:health`` and syncs. ``pending``: keys staged or in flight.
+    """
+
+    on_failure: Callable[[BaseException], None] | None
+
+    def load(self, raw: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]: ...
+    def put(self, key: str, value: Any) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def barrier(self) -> Barrier: ...
+    async def sync(self) -> None: ...
+    def hold(self) -> None: ...
+    def release(self) -> None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def check(self) -> bool: ...
+    async def recover(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def pending(self) -> int: ...
