@@ -5,11 +5,14 @@ later, and nothing acknowledged is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
+
+import aiohttp
 
 from crew_aio.app import STORE
 from crew_aio.http_api import SERVICE
-from tests.integration.conftest import Api, ApiFactory
+from tests.integration.conftest import Api, ApiFactory, until_healthy
 
 V1 = "/api/v1"
 
@@ -25,15 +28,6 @@ async def break_store(api: Api) -> Any:
 
 async def heal(store: Any) -> None:
     await store._query("PRAGMA max_page_count=1073741823")
-
-
-async def until_healthy(api: Api) -> None:
-    for _ in range(200):
-        resp = await api.client.get("/healthz")
-        if resp.status == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the server did not recover")
 
 
 async def test_a_503_means_not_done(api: Api) -> None:
@@ -106,3 +100,48 @@ async def test_twin_creates_sent_together_with_one_key_create_once(api: Api) -> 
     ids = {tuple(t["_id"] for t in answer) for answer in answers}
     assert len(ids) == 1
     assert len(await api.get(f"{V1}/task_group/{gid}/tasks")) == 50
+
+
+async def test_a_socket_writes_an_ack_only_after_its_commit(api: Api) -> None:
+    """Issue 11's seam: the service hands the WebSocket each answer with its commit barrier;
+    the socket writes the ``ack`` once that commit is done, not before."""
+    assert api.client.app is not None
+    store = api.client.app[STORE]
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"})
+    lease = (await api.acquire("c"))["task"]
+    ws = await api.client.ws_connect(f"{V1}/ws")
+    store.hold()  # the release is staged, its commit cannot start
+    await ws.send_json({"type": "release", "ref": 1, "taskId": lease["_id"], "workerId": "w1",
+                        "leaseId": lease["leaseId"], "output": 1})  # fmt: skip
+    with contextlib.suppress(TimeoutError):
+        msg = await asyncio.wait_for(ws.receive(), 0.3)
+        raise AssertionError(f"an ack before its commit: {msg.data}")
+    assert store.pending > 0
+    store.release()
+    ack = await asyncio.wait_for(ws.receive_json(), 3)
+    assert ack["type"] == "ack" and ack["task"]["isComplete"] is True
+    assert store.pending == 0
+    await ws.close()
+
+
+async def test_a_socket_never_acks_a_release_whose_commit_failed(api: Api) -> None:
+    """A WebSocket release whose commit fails gets no ``ack``: the socket closes with 1013 and
+    the task is as last acknowledged (leased), for the worker to release again."""
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"})
+    lease = (await api.acquire("c"))["task"]
+    ws = await api.client.ws_connect(f"{V1}/ws")
+    store = await break_store(api)
+    await ws.send_json({"type": "release", "ref": 1, "taskId": lease["_id"], "workerId": "w1",
+                        "leaseId": lease["leaseId"],
+                        "children": [{"name": f"k{i}", "channel": "d", "input": "y" * 5000}
+                                     for i in range(40)]})  # fmt: skip
+    msg = await asyncio.wait_for(ws.receive(), 5)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+    assert ws.close_code == 1013
+    await heal(store)
+    await until_healthy(api)
+    task = await api.get(f"{V1}/task/{lease['_id']}")
+    assert task["status"] == "leased" and task["leaseId"] == lease["leaseId"]
+    assert [t["name"] for t in await api.get(f"{V1}/task_group/{gid}/tasks")] == ["t"]
