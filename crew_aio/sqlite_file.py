@@ -1,8 +1,8 @@
-"""The SQLite file under the store: single-instance lock, corruption check, opening sqlitedict.
+"""The SQLite file under the store: single-instance lock and corruption check.
 
-Startup concerns only (blocking; called before the server serves). The rules come from
-RELIABILITY.md: one SqliteDict object, flag 'c' (never wipe), WAL + synchronous=FULL read back,
-orjson codec, no outer stack, a corrupt file refused and never rewritten.
+Startup concerns only (blocking; called before the server serves): one server per file (an
+flock), a corrupt file refused and never rewritten (docs/RELIABILITY.md). Opening sqlitedict
+itself is :mod:`crew_aio.sqlitedict_adapter`'s.
 """
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ import fcntl
 import os
 import pathlib
 import sqlite3
-from typing import Any
-
-import orjson
-from sqlitedict import SqliteDict
 
 __all__ = [
     "TABLE",
@@ -24,7 +20,6 @@ __all__ = [
     "StoreOpenError",
     "StoreUnusable",
     "lock",
-    "open_dict",
     "read_only_uri",
     "refuse_corrupt",
     "unlock",
@@ -95,30 +90,3 @@ def refuse_corrupt(path: pathlib.Path) -> None:
         raise StoreCorrupt(
             f"{path} is corrupt ({detail}); refusing to start: restore a backup or move it away"
         )
-
-
-def open_dict(path: pathlib.Path) -> Any:
-    db = SqliteDict(
-        str(path),
-        tablename=TABLE,
-        flag="c",  # never 'n' or 'w': they wipe the file
-        autocommit=False,
-        journal_mode="WAL",
-        encode=orjson.dumps,
-        decode=orjson.loads,
-        outer_stack=False,
-    )
-    try:
-        db.conn.execute("PRAGMA synchronous=FULL")  # sqlitedict sets OFF on connect
-        db.conn.execute("PRAGMA busy_timeout=1000")  # a locked file fails a commit within ~1 s
-        synchronous = db.conn.select_one("PRAGMA synchronous")
-        journal = db.conn.select_one("PRAGMA journal_mode")
-        if synchronous != (2,) or journal != ("wal",):
-            raise StoreOpenError(
-                f"{path}: need synchronous=2 (FULL) and journal_mode=wal,"
-                f" got {synchronous[0]} and {journal[0]}"
-            )
-    except BaseException:
-        db.close()
-        raise
-    return db

@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
-from sqlitedict import _RESPONSE_NO_MORE  # pinned 2.1.0: the end-of-answer marker
 
 from crew_aio.commit import DONE, Barrier, Store
 from crew_aio.errors import StoreUnavailable
@@ -40,11 +39,11 @@ from crew_aio.sqlite_file import (
     StoreOpenError,
     StoreUnusable,
     lock,
-    open_dict,
     read_only_uri,
     refuse_corrupt,
     unlock,
 )
+from crew_aio.sqlitedict_adapter import END, Writer, open_writer
 
 __all__ = [
     "TABLE",
@@ -300,7 +299,7 @@ class SqliteStore(_GroupCommitStore):
     def __init__(
         self,
         path: pathlib.Path,
-        db: Any,
+        db: Writer,
         lock_fd: int,
         commit_timeout: float,
         on_stuck: Callable[[], None] | None,
@@ -334,7 +333,7 @@ class SqliteStore(_GroupCommitStore):
             ) from None
         try:
             refuse_corrupt(path)
-            db = open_dict(path)
+            db = open_writer(path)
         except (OSError, sqlite3.OperationalError) as exc:
             unlock(lock_fd)
             raise StoreUnusable(f"cannot open {path}: {_reason(exc)}") from None
@@ -363,20 +362,20 @@ class SqliteStore(_GroupCommitStore):
         done: asyncio.Future[BaseException | None] = loop.create_future()
         watchdog = loop.call_later(self._commit_timeout, self._on_stuck)
         try:
-            barrier = _Barrier(self._db.conn, loop, done)
+            barrier = _Barrier(self._db, loop, done)
             try:
                 if len(batch) > _BIG_BATCH:  # building 200,000 rows' statements takes ~50 ms
                     await loop.run_in_executor(
-                        self._executor, _queue_writes, self._db.conn, batch, barrier
+                        self._executor, _queue_writes, self._db, batch, barrier
                     )
                 else:
-                    _queue_writes(self._db.conn, batch, barrier)
+                    _queue_writes(self._db, batch, barrier)
             except Exception as exc:  # an error left over from an earlier statement
                 if not done.done():
                     done.set_result(exc)
             error = await asyncio.shield(done)  # sqlitedict goes on: wait for it even if cancelled
             if error is not None:
-                await loop.run_in_executor(self._executor, _rollback, self._db.conn)
+                await loop.run_in_executor(self._executor, _rollback, self._db)
                 raise error
         finally:
             watchdog.cancel()
@@ -392,7 +391,7 @@ class SqliteStore(_GroupCommitStore):
 
     async def _query(self, sql: str) -> Any:
         """One statement on the writer thread, in order with commits (tests, diagnostics)."""
-        return await self._in_thread(self._db.conn.select_one, sql)
+        return await self._in_thread(self._db.select_one, sql)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -426,7 +425,7 @@ class _Barrier:
 
     def __init__(
         self,
-        conn: Any,
+        conn: Writer,
         loop: asyncio.AbstractEventLoop,
         done: asyncio.Future[BaseException | None],
         *,
@@ -440,14 +439,14 @@ class _Barrier:
             self._live.add(self)
 
     def put(self, item: object) -> None:
-        if item != _RESPONSE_NO_MORE:
+        if item != END:
             return  # a row: writes and COMMIT have none
         with self._live_lock:
             self._live.discard(self)
-        error: BaseException | None = self._conn.exception and self._conn.exception[1]
+        error = self._conn.failure()
         if error is None and not self._committing:
             barrier = _Barrier(self._conn, self._loop, self._done, committing=True)
-            self._conn.execute("COMMIT", res=barrier)
+            self._conn.queue("COMMIT", None, barrier)
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             self._loop.call_soon_threadsafe(_settle, self._done, error)
@@ -462,7 +461,7 @@ _PROBE_BYTES = 256 * 1024  # room a failed store must show before it takes write
 _BIG_BATCH = 5000  # keys past which a commit's statements are built off the event loop
 
 
-def _queue_writes(conn: Any, batch: Batch, barrier: _Barrier) -> None:
+def _queue_writes(conn: Writer, batch: Batch, barrier: _Barrier) -> None:
     """Queue the batch's statements; sqlitedict answers the last one to ``barrier``."""
     puts = [(key, data) for key, data in batch.items() if data is not None]
     deletes = [key for key, data in batch.items() if data is None]
@@ -475,9 +474,9 @@ def _queue_writes(conn: Any, batch: Batch, barrier: _Barrier) -> None:
         for keys in (deletes[i : i + _CHUNK] for i in range(0, len(deletes), _CHUNK))
     ]
     for sql, args in statements[:-1]:
-        conn.execute(sql, args)
+        conn.queue(sql, args)
     sql, args = statements[-1] if statements else ("SELECT 1", [])
-    conn.execute(sql, args, res=barrier)
+    conn.queue(sql, args, barrier)
 
 
 @functools.lru_cache(maxsize=64)
@@ -497,7 +496,7 @@ def _delete_sql(rows: int) -> str:
     return f'DELETE FROM "{TABLE}" WHERE key IN (' + ",".join(["?"] * rows) + ")"
 
 
-def _drain(conn: Any) -> None:
+def _drain(conn: Writer) -> None:
     """Wait until every queued statement has run and no error is left pending."""
     for _ in range(_DRAIN_LIMIT):
         try:
@@ -508,9 +507,9 @@ def _drain(conn: Any) -> None:
     raise RuntimeError("sqlitedict keeps raising errors; giving up")
 
 
-def _rollback(conn: Any) -> None:
+def _rollback(conn: Writer) -> None:
     _drain(conn)
-    conn.execute("ROLLBACK")  # may fail ("no transaction is active"): the drain takes that
+    conn.queue("ROLLBACK")  # may fail ("no transaction is active"): the drain takes that
     _drain(conn)
 
 
