@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from crew_aio import keys
 from crew_aio.clock import Clock, SystemClock
 from crew_aio.commit import Store
 from crew_aio.config import ExitCode, Settings
@@ -130,7 +131,7 @@ async def load_engine(store: Store) -> Engine:
     gc.disable()  # a million new long-lived objects: collecting while loading only costs time
     try:
         # task records come as bytes: msgspec decodes them straight into Task structs
-        records = lambda: engine.load(store.load(raw=("t:",)))  # noqa: E731
+        records = lambda: keys.load_into(engine, store.load(raw=keys.RAW))  # noqa: E731
         skipped = await loop.run_in_executor(None, records)
     finally:
         gc.freeze()  # keep the resident graph out of every later GC pass

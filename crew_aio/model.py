@@ -21,6 +21,8 @@ import msgspec
 __all__ = [
     "Change",
     "Label",
+    "Loaded",
+    "Remembered",
     "Status",
     "Task",
     "TaskGroup",
@@ -78,6 +80,29 @@ class Change:
     def __bool__(self) -> bool:
         """Anything to persist or to announce (a delayed task turning ready touches no record)."""
         return bool(self.tasks or self.groups or self.ready_channels or self.keys or self.cooled)
+
+
+@dataclass(slots=True)
+class Remembered:
+    """What a create with an ``Idempotency-Key`` did: a retry gets the same objects back."""
+
+    kind: str  # "group" | "task" | "tasks"
+    ids: tuple[str, ...]
+    fingerprint: str  # of the request (method, path, body): a reuse for another is refused
+    at: float
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What a store held, decoded (``crew_aio.keys.decode``): the engine is rebuilt from it."""
+
+    groups: list[TaskGroup] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # the highest ids issued (the id mark)
+    clock_mark: float = 0.0  # how far the server's clock got
+    remembered: dict[str, Remembered] = field(default_factory=dict)
+    cooling: list[tuple[Label, float]] = field(default_factory=list)  # (workgroup, until)
+    skipped: list[str] = field(default_factory=list)  # keys of records that could not be used
 
 
 _WIRE = {

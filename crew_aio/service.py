@@ -21,12 +21,12 @@ from typing import Any, Generic, TypeVar
 
 from msgspec.structs import replace as copy_struct
 
+from crew_aio import keys
 from crew_aio import protocol as p
 from crew_aio.clock import Clock
 from crew_aio.commit import Barrier, Store
 from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
-from crew_aio.engine.core import CLOCK_MARK, ID_MARK, cooling_key
 from crew_aio.engine.state import STEP, Steps
 from crew_aio.errors import Conflict, Invalid, NotFound, StoreUnavailable, TooLarge
 from crew_aio.model import (
@@ -216,9 +216,9 @@ class Service:
         for tid in ids:
             t = engine.tasks.get(tid)
             if t is None:
-                store.delete(f"t:{tid}")
+                store.delete(keys.task_key(tid))
             else:
-                store.put(f"t:{tid}", task_to_record(t))
+                store.put(keys.task_key(tid), task_to_record(t))
 
     async def _stage_sliced(self, change: Change) -> None:
         """:meth:`_stage` for a change of many tasks: their records are encoded and staged
@@ -249,9 +249,9 @@ class Service:
         for gid in change.groups:
             g = engine.groups.get(gid)
             if g is None:
-                store.delete(f"g:{gid}")
+                store.delete(keys.group_key(gid))
             else:
-                store.put(f"g:{gid}", group_to_record(g))
+                store.put(keys.group_key(gid), group_to_record(g))
         self._stage_marks(change)
         for listener in self.listeners:
             listener(change)
@@ -263,23 +263,23 @@ class Service:
         engine, store = self.engine, self.store
         if engine.last_id != self._id_staged:  # new ids only: a release issues none
             self._id_staged = engine.last_id
-            store.put(ID_MARK, {"last": self._id_staged})
+            store.put(keys.ID_MARK, {"last": self._id_staged})
         now = self.clock.now()
         if now - self._clock_staged >= CLOCK_MARK_EVERY:  # how far time got: at most 1 write/s
             self._clock_staged = now
-            store.put(CLOCK_MARK, {"now": now})
+            store.put(keys.CLOCK_MARK, {"now": now})
         for workgroup in change.cooled:
             until = engine.cooling.get(workgroup)
             if until is None:
-                store.delete(cooling_key(workgroup))
+                store.delete(keys.cooling_key(workgroup))
             else:
-                store.put(cooling_key(workgroup), {"workgroup": workgroup, "until": until})
+                store.put(keys.cooling_key(workgroup), keys.cooling_record(workgroup, until))
         for key in change.keys:
             remembered = engine.remembered.get(key)
             if remembered is None:
-                store.delete(f"k:{key}")
+                store.delete(keys.idempotency_key(key))
             else:
-                store.put(f"k:{key}", remembered.record())
+                store.put(keys.idempotency_key(key), keys.remembered_record(remembered))
 
     async def _done(self, change: Change, answer: T) -> T:
         """Stage ``change``; ``answer`` once everything staged so far is committed."""

@@ -58,6 +58,7 @@ __all__ = [
 
 log = logging.getLogger("crew_aio.store")
 
+HEALTH = "m:health"  # the store's own probe record (crew_aio.keys lists every key)
 _CHUNK = 250  # rows per multi-row statement (500 bound parameters, well under SQLite's limit)
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0  # pause between retries of a failed batch nobody waits for
 _DRAIN_LIMIT = 10_000
@@ -144,8 +145,8 @@ class _GroupCommitStore:
         # is removed by a second commit
         probe = orjson.dumps({"seq": self._health, "pad": "x" * _PROBE_BYTES})
         try:
-            await self._commit({"m:health": probe})
-            await self._commit({"m:health": orjson.dumps({"seq": self._health})})
+            await self._commit({HEALTH: probe})
+            await self._commit({HEALTH: orjson.dumps({"seq": self._health})})
         except Exception as exc:
             log.info("the store still cannot commit: %s", exc)
             return False
@@ -178,7 +179,7 @@ class _GroupCommitStore:
         if self._closing or self._task is None or self._failure is not None:
             return False
         self._health += 1
-        self.put("m:health", {"seq": self._health})
+        self.put(HEALTH, {"seq": self._health})
         try:
             await self.sync()
         except StoreUnavailable:

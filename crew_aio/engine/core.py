@@ -1,39 +1,18 @@
-"""The engine: every transition of API.md plus the read side, loading and snapshots.
+"""The engine: every transition of the API plus the read side and loading.
 
 Deterministic and synchronous: the same calls with the same ``now`` reach the same state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from itertools import islice
 from operator import attrgetter
 from typing import Any
 
 from crew_aio.engine.admin import Admin
-from crew_aio.engine.state import Remembered
-from crew_aio.model import (
-    Label,
-    Status,
-    Task,
-    TaskGroup,
-    group_from_record,
-    group_to_record,
-    task_from_json,
-    task_from_record,
-    task_to_record,
-)
+from crew_aio.model import Loaded, Status, Task, TaskGroup
 
-__all__ = ["CLOCK_MARK", "ID_MARK", "Engine", "cooling_key"]
-
-
-def cooling_key(workgroup: Label) -> str:
-    """The record of a workgroup's cool-off (1 and "1" are two workgroups)."""
-    return f"w:{type(workgroup).__name__}:{workgroup}"
-
-
-ID_MARK = "m:ids"  # record of the highest id issued: ids of deleted tasks never come back
-CLOCK_MARK = "m:clock"  # record of how far the server's clock got (it never runs backwards)
+__all__ = ["Engine"]
 
 
 class Engine(Admin):
@@ -112,18 +91,25 @@ class Engine(Admin):
     def parents_of(self, t: Task) -> list[Task]:
         return [self.tasks[p] for p in t.parent_ids if p in self.tasks]
 
-    # persistence -------------------------------------------------------------------------
-    def load(self, records: Iterable[tuple[str, Any]]) -> list[str]:
-        """Rebuild the whole graph, leases included, from store records.
-
-        Returns the keys of records that could not be used (malformed, or a task whose group is
-        gone): the caller logs them; they are skipped, never fatal. Unknown kinds are ignored.
-        """
-        tasks, skipped = self._read(records)
+    # loading ---------------------------------------------------------------------------
+    def load(self, loaded: Loaded) -> list[str]:
+        """Rebuild the whole graph, leases included, from what a store held (decoded by
+        ``crew_aio.keys``). Returns the ids of tasks that could not be used (their group is
+        gone): the caller logs them; they are skipped, never fatal."""
+        for group in loaded.groups:
+            self.groups[group.id] = group
+            self.group_tasks.setdefault(group.id, {})
+        for ident in loaded.ids:
+            self.observe_id(ident)
+        self.clock_mark = max(self.clock_mark, loaded.clock_mark)
+        self.remembered.update(loaded.remembered)
+        for workgroup, until in loaded.cooling:
+            self.cool(workgroup, until)
+        tasks = loaded.tasks
         self.groups = dict(sorted(self.groups.items()))
         self.remembered = dict(sorted(self.remembered.items(), key=lambda kv: kv[1].at))
         tasks.sort(key=attrgetter("id"))
-        skipped += [f"t:{t.id}" for t in tasks if t.group_id not in self.groups]
+        skipped = [t.id for t in tasks if t.group_id not in self.groups]
         tasks = [t for t in tasks if t.group_id in self.groups]
         for ident in (*self.groups, *(t.id for t in tasks[-1:])):
             self.observe_id(ident)
@@ -139,36 +125,3 @@ class Engine(Admin):
             self._queue(t, float("-inf"))
         self._start()
         return skipped
-
-    def _read(self, records: Iterable[tuple[str, Any]]) -> tuple[list[Task], list[str]]:
-        tasks: list[Task] = []
-        skipped: list[str] = []
-        for key, value in records:
-            try:
-                if key.startswith("t:"):
-                    from_json = isinstance(value, bytes)
-                    tasks.append(task_from_json(value) if from_json else task_from_record(value))
-                elif key.startswith("g:"):
-                    group = group_from_record(value)
-                    self.groups[group.id] = group
-                    self.group_tasks.setdefault(group.id, {})
-                elif key == ID_MARK:
-                    self.observe_id(value["last"])
-                elif key == CLOCK_MARK:
-                    self.clock_mark = max(self.clock_mark, float(value["now"]))
-                elif key.startswith("k:"):
-                    self.remembered[key[2:]] = Remembered.from_record(value)
-                elif key.startswith("w:"):
-                    self.cool(value["workgroup"], float(value["until"]))
-            except (KeyError, TypeError, ValueError, AttributeError):
-                skipped.append(key)
-        return tasks, skipped
-
-    def records(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every record this state persists (for snapshots and property tests)."""
-        for group in self.groups.values():
-            yield f"g:{group.id}", group_to_record(group)
-        for t in self.tasks.values():
-            yield f"t:{t.id}", task_to_record(t)
-        for workgroup, until in self.cooling.items():
-            yield cooling_key(workgroup), {"workgroup": workgroup, "until": until}

@@ -19,10 +19,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from crew_aio.errors import NotFound
-from crew_aio.model import Change, Label, Task, TaskGroup
+from crew_aio.model import Change, Label, Remembered, Task, TaskGroup
 
 __all__ = ["STEP", "Change", "ChannelStats", "Remembered", "State", "Steps", "run_steps"]
 
@@ -48,24 +48,6 @@ def run_steps(steps: Steps[R]) -> R:
 
 K = TypeVar("K")
 KEY_TTL = 86_400.0  # seconds an Idempotency-Key is remembered
-
-
-@dataclass(slots=True)
-class Remembered:
-    """What a create with an ``Idempotency-Key`` did: a retry gets the same objects back."""
-
-    kind: str  # "group" | "task" | "tasks"
-    ids: tuple[str, ...]
-    fingerprint: str  # of the request (method, path, body): a reuse for another is refused
-    at: float
-
-    def record(self) -> dict[str, object]:
-        return {"kind": self.kind, "ids": list(self.ids), "fp": self.fingerprint, "at": self.at}
-
-    @classmethod
-    def from_record(cls, value: Any) -> Remembered:
-        ids = tuple(str(i) for i in value["ids"])
-        return cls(str(value["kind"]), ids, str(value["fp"]), float(value["at"]))
 
 
 @dataclass(slots=True)

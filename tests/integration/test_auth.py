@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from crew_aio import keys
 from crew_aio import protocol as p
 from crew_aio.http_api import SERVICE
 from crew_aio.routes import ROUTES, WS_PATH, Route
@@ -65,7 +66,7 @@ def state(api: Api) -> list[Any]:
     app = api.client.app
     assert app is not None
     engine = app[SERVICE].engine
-    return [*copy.deepcopy(sorted(engine.records(), key=lambda r: r[0])), engine.last_id]
+    return [*copy.deepcopy(sorted(keys.records_of(engine), key=lambda r: r[0])), engine.last_id]
 
 
 async def call(api: Api, route: Route, path: str, token: str | None) -> aiohttp.ClientResponse:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from crew_aio import keys
 from crew_aio.engine import Engine, TaskSpec
 from crew_aio.model import Task
 
@@ -27,7 +28,7 @@ def child(cid: str, *parents: str, channel: str = "c", **kw: Any) -> TaskSpec:
 
 def snapshot(engine: Engine) -> list[tuple[str, dict[str, Any]]]:
     """A deep copy of every persisted record, sorted (the engine mutates lists in place)."""
-    return copy.deepcopy(sorted(engine.records(), key=lambda r: r[0]))
+    return copy.deepcopy(sorted(keys.records_of(engine), key=lambda r: r[0]))
 
 
 def new_group(engine: Engine, name: str = "g", now: float = T0, **kw: Any) -> str:

@@ -49,6 +49,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "routes": {"crew_aio.engine", "crew_aio.store", "crew_aio.service", "crew_aio.ws_hub",
                "crew_aio.app"},
     "tcp": {"crew_aio", "aiohttp"},
+    "keys": {"asyncio", "aiohttp", "sqlite3", "sqlitedict", "crew_aio.engine", "crew_aio.store",
+             "crew_aio.service"},
     "loopmon": {"crew_aio", "sqlite3", "sqlitedict", "time"},
     **{t: NOT_FOR_TRANSPORTS | {f"crew_aio.{o}" for o in TRANSPORTS if o != t}
        for t in TRANSPORTS},

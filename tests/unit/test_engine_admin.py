@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from crew_aio import keys
 from crew_aio.engine import Engine
 from crew_aio.errors import Invalid, NotFound, StaleLease
 from crew_aio.model import Status
@@ -348,7 +349,7 @@ def test_group_with_recent_activity_is_not_expired(engine: Engine) -> None:
     engine.update_group(renamed, T0 + 400, name="x")
     assert engine.expired_groups(T0 + 300) == [old]
     fresh = Engine()
-    fresh.load(snapshot(engine))  # activity survives a restart
+    keys.load_into(fresh, snapshot(engine))  # activity survives a restart
     assert fresh.expired_groups(T0 + 300) == [old]
 
 
@@ -376,7 +377,7 @@ def test_reset_group_survives_a_parent_lost_by_the_store(engine: Engine, gid: st
     p, c = create(engine, gid, child("p"), child("c", "p"))
     records = [r for r in snapshot(engine) if r[0] != f"t:{p.id}"]
     fresh = Engine()
-    fresh.load(records)
+    keys.load_into(fresh, records)
     orphan = fresh.tasks[c.id]
     assert orphan.pending_parents == 0
     fresh.reset_group(gid, T0 + 1)

@@ -19,6 +19,7 @@ import orjson
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from crew_aio import keys
 from crew_aio.engine import Engine, TaskSpec
 from crew_aio.errors import Invalid, StaleLease
 from crew_aio.model import Status, Task
@@ -51,7 +52,7 @@ class _Digits:
 
 def records(engine: Engine) -> list[tuple[str, Any]]:
     """The records as a store would hand them back (JSON round trip), sorted."""
-    return [(k, orjson.loads(orjson.dumps(v))) for k, v in sorted(engine.records())]
+    return [(k, orjson.loads(orjson.dumps(v))) for k, v in sorted(keys.records_of(engine))]
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -91,7 +92,7 @@ class EngineMachine(RuleBasedStateMachine):
         """Per channel, what acquire must hand out: brute force on a restarted twin."""
         if twin is None:
             twin = Engine()
-            twin.load(records(self.engine))
+            keys.load_into(twin, records(self.engine))
         twin.tick(self.now)
         held = {(t.channel, t.key) for t in twin.tasks.values() if t.lease_id and t.key}
         candidates = sorted(
@@ -373,7 +374,7 @@ class EngineMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         fresh = Engine()
-        fresh.load(records(self.engine))
+        keys.load_into(fresh, records(self.engine))
         self.engine = fresh
 
     # rules: operators ----------------------------------------------------------------------
@@ -534,7 +535,7 @@ class EngineMachine(RuleBasedStateMachine):
         the brute-force oracle expects (a task missing from the indexes fails here)."""
         before = records(self.engine)
         twin = Engine()
-        assert twin.load(before) == []
+        assert keys.load_into(twin, before) == []
         assert records(twin) == before
         assert twin.channels() == self.engine.channels()
         expected = self._expected_acquire(10**6, twin)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from crew_aio import keys
 from crew_aio.engine import Engine, TaskSpec
 from crew_aio.errors import StaleLease
 from crew_aio.model import Status, task_to_api
@@ -208,16 +209,16 @@ def test_load_of_records_reproduces_records(engine: Engine, gid: str) -> None:
     other = new_group(engine, "other", is_paused=True)
     create(engine, other, child("k1", key="k"), child("k2", "k1", key="k2"))
     fresh = Engine()
-    assert fresh.load(engine.records()) == []
+    assert keys.load_into(fresh, keys.records_of(engine)) == []
     assert len(fresh.tasks) == len(engine.tasks)
     assert snapshot(fresh) == snapshot(engine)
-    assert list(fresh.records()) == list(engine.records())
+    assert list(keys.records_of(fresh)) == list(keys.records_of(engine))
 
 
 def test_load_reproduces_behaviour(engine: Engine, gid: str) -> None:
     ids = _zoo(engine, gid)
     fresh = Engine()
-    fresh.load(snapshot(engine))
+    keys.load_into(fresh, snapshot(engine))
     for e in (engine, fresh):
         got = {name: e.status(e.tasks[tid], T0 + 1) for name, tid in ids.items()}
         assert got == {name: Status(name) for name in ids}
@@ -236,7 +237,7 @@ def test_loaded_lease_expires_at_its_original_deadline(engine: Engine, gid: str)
     a, b = create(engine, gid, spec("a", key="k", error_delay=0), spec("b", key="k"))
     t = acquire_one(engine, worker="w1", lease=30)
     fresh = Engine()
-    fresh.load(snapshot(engine))
+    keys.load_into(fresh, snapshot(engine))
     ta, tb = fresh.tasks[a.id], fresh.tasks[b.id]
     assert fresh.next_deadline() == T0 + 30
     assert fresh.status(ta, T0 + 1) is Status.LEASED and tb.assigned_to == "w1"
@@ -253,7 +254,7 @@ def test_loaded_lease_can_be_released_by_its_holder(engine: Engine, gid: str) ->
     a, b, _k = create(engine, gid, child("a", key="k"), child("b", key="k"), child("k", "b"))
     t = acquire_one(engine, worker="w1")
     fresh = Engine()
-    fresh.load(snapshot(engine))
+    keys.load_into(fresh, snapshot(engine))
     fresh.release(a.id, "w1", T0 + 5, lease_id=t.lease_id, output="o")
     assert fresh.tasks[b.id].is_complete and fresh.tasks[b.id].output == "o"
     assert acquirable(fresh, now=T0 + 5) == ["k"]
@@ -263,7 +264,7 @@ def test_load_skips_tasks_of_unknown_groups(engine: Engine, gid: str) -> None:
     (a,) = create(engine, gid, spec("a"))
     records = [r for r in snapshot(engine) if r[0].startswith("t:")]
     fresh = Engine()
-    assert fresh.load([*records, ("m:meta", {"x": 1})]) == [f"t:{a.id}"]
+    assert keys.load_into(fresh, [*records, ("m:meta", {"x": 1})]) == [f"t:{a.id}"]
     assert fresh.tasks == {}
 
 
@@ -271,21 +272,21 @@ def test_load_skips_malformed_records(engine: Engine, gid: str) -> None:
     (a,) = create(engine, gid, spec("a"))
     good = snapshot(engine)
     fresh = Engine()
-    skipped = fresh.load([*good, ("t:broken", {"name": "no id"}), ("g:broken", {})])
+    skipped = keys.load_into(fresh, [*good, ("t:broken", {"name": "no id"}), ("g:broken", {})])
     assert sorted(skipped) == ["g:broken", "t:broken"]
     assert list(fresh.tasks) == [a.id]
     assert acquire_one(fresh).name == "a"
 
 
 def test_ids_never_repeat_after_a_restart_even_of_deleted_tasks() -> None:
-    from crew_aio.engine.core import ID_MARK
+    from crew_aio.keys import ID_MARK
 
     first = Engine()
     group, _ = first.create_group("g", T0)
     tasks, _ = first.create_tasks(group.id, [TaskSpec("a", "c"), TaskSpec("b", "c")], T0)
     first.delete_task(tasks[1].id, T0)
-    records = [*first.records(), (ID_MARK, {"last": first.last_id})]
+    records = [*keys.records_of(first), (ID_MARK, {"last": first.last_id})]
     second = Engine()
-    second.load(records)
+    keys.load_into(second, records)
     again, _ = second.create_tasks(group.id, [TaskSpec("c", "c")], T0)  # same millisecond
     assert again[0].id > tasks[1].id

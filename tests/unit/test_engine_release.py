@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from crew_aio import keys
 from crew_aio.engine import Engine
 from crew_aio.errors import Invalid, NotFound, StaleLease
 from crew_aio.model import Status
@@ -376,7 +377,7 @@ def test_a_cooling_workgroup_is_skipped_whole(engine: Engine, gid: str) -> None:
     assert [x.name for x in acquire(engine, now=T0 + 1, count=5)] == ["other"]
     assert len(engine.thaws) == 1  # one parked lane, not 2,000 skipped tasks
     fresh = Engine()
-    fresh.load(engine.records())
+    keys.load_into(fresh, keys.records_of(engine))
     assert fresh.cooling == {"t1": T0 + 30}
     assert acquire(fresh, now=T0 + 29) == []
     assert acquire_one(fresh, now=T0 + 30).name == "x1"

@@ -1,0 +1,143 @@
+"""The key schema of the store and the record codec: the one place that knows both.
+
+The store keeps opaque ``key → JSON`` records and the engine keeps objects; this module maps one
+onto the other:
+
+==================  =====================================================================
+key                 record
+==================  =====================================================================
+``t:<task id>``     a task (:func:`crew_aio.model.task_to_record`: defaults left out)
+``g:<group id>``    a task group
+``k:<key>``         what a create under an ``Idempotency-Key`` made (kept 24 h)
+``w:<type>:<wg>``   a workgroup's cool-off (``1`` and ``"1"`` are two workgroups)
+``m:ids``           the highest id issued: ids of deleted tasks never come back
+``m:clock``         how far the server's clock got (it never runs backwards)
+``m:health``        the store's own probe (``check``, ``recover``); never loaded
+==================  =====================================================================
+
+Unknown keys are ignored at load (a newer server's records survive a downgrade).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from crew_aio.model import (
+    Label,
+    Loaded,
+    Remembered,
+    Task,
+    TaskGroup,
+    group_from_record,
+    group_to_record,
+    task_from_json,
+    task_from_record,
+    task_to_record,
+)
+
+__all__ = [
+    "CLOCK_MARK",
+    "HEALTH",
+    "ID_MARK",
+    "RAW",
+    "cooling_key",
+    "cooling_record",
+    "decode",
+    "group_key",
+    "idempotency_key",
+    "records_of",
+    "remembered_record",
+    "task_key",
+]
+
+TASK, GROUP, IDEMPOTENCY, COOLING = "t:", "g:", "k:", "w:"
+ID_MARK = "m:ids"
+CLOCK_MARK = "m:clock"
+HEALTH = "m:health"
+RAW = (TASK,)  # records the store hands over as JSON bytes: msgspec decodes them into Tasks
+
+
+def task_key(task_id: str) -> str:
+    return TASK + task_id
+
+
+def group_key(group_id: str) -> str:
+    return GROUP + group_id
+
+
+def idempotency_key(key: str) -> str:
+    return IDEMPOTENCY + key
+
+
+def cooling_key(workgroup: Label) -> str:
+    """The record of a workgroup's cool-off (1 and "1" are two workgroups)."""
+    return f"{COOLING}{type(workgroup).__name__}:{workgroup}"
+
+
+def cooling_record(workgroup: Label, until: float) -> dict[str, Any]:
+    return {"workgroup": workgroup, "until": until}
+
+
+def remembered_record(remembered: Remembered) -> dict[str, Any]:
+    r = remembered
+    return {"kind": r.kind, "ids": list(r.ids), "fp": r.fingerprint, "at": r.at}
+
+
+def _remembered(value: Any) -> Remembered:
+    ids = tuple(str(i) for i in value["ids"])
+    return Remembered(str(value["kind"]), ids, str(value["fp"]), float(value["at"]))
+
+
+def decode(records: Iterable[tuple[str, Any]]) -> Loaded:
+    """Store records → typed items; a record that cannot be used is named in ``skipped``."""
+    out = Loaded()
+    for key, value in records:
+        try:
+            if key.startswith(TASK):
+                raw = isinstance(value, bytes)
+                out.tasks.append(task_from_json(value) if raw else task_from_record(value))
+            elif key.startswith(GROUP):
+                out.groups.append(group_from_record(value))
+            elif key == ID_MARK:
+                out.ids.append(str(value["last"]))
+            elif key == CLOCK_MARK:
+                out.clock_mark = max(out.clock_mark, float(value["now"]))
+            elif key.startswith(IDEMPOTENCY):
+                out.remembered[key[len(IDEMPOTENCY) :]] = _remembered(value)
+            elif key.startswith(COOLING):
+                out.cooling.append((value["workgroup"], float(value["until"])))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            out.skipped.append(key)
+    return out
+
+
+class Graph(Protocol):
+    """What :func:`records_of` reads of an engine."""
+
+    @property
+    def groups(self) -> dict[str, TaskGroup]: ...
+    @property
+    def tasks(self) -> dict[str, Task]: ...
+    @property
+    def cooling(self) -> dict[Label, float]: ...
+
+
+def records_of(graph: Graph) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The group, task and cool-off records of a graph (snapshots and tests)."""
+    for group in graph.groups.values():
+        yield group_key(group.id), group_to_record(group)
+    for t in graph.tasks.values():
+        yield task_key(t.id), task_to_record(t)
+    for workgroup, until in graph.cooling.items():
+        yield cooling_key(workgroup), cooling_record(workgroup, until)
+
+
+class Loadable(Protocol):
+    def load(self, loaded: Loaded) -> list[str]: ...
+
+
+def load_into(engine: Loadable, records: Iterable[tuple[str, Any]]) -> list[str]:
+    """Rebuild ``engine`` from store records; the keys of the records that were skipped."""
+    loaded = decode(records)
+    return loaded.skipped + [task_key(tid) for tid in engine.load(loaded)]
