@@ -362,7 +362,7 @@ class Service:
             return await self._done(Change(), self.group_json(self.engine.group(again[0])))
         now = self.clock.now()
         group, ch = self.engine.create_group(body.name, now, body.is_paused)
-        self._remember(key, "group", (group.id,), now)
+        self._remember(ch, key, "group", (group.id,), now)
         return await self._done(ch, self.group_json(group))
 
     def _recall(self, key: Idempotency, kind: str) -> tuple[str, ...] | None:
@@ -376,9 +376,11 @@ class Service:
             raise Conflict("this Idempotency-Key was used for another request", field="key")
         return remembered.ids
 
-    def _remember(self, key: Idempotency, kind: str, ids: tuple[str, ...], now: float) -> None:
+    def _remember(
+        self, ch: Change, key: Idempotency, kind: str, ids: tuple[str, ...], now: float
+    ) -> None:
         if key is not None:
-            self.engine.remember(key[0], kind, ids, key[1], now)
+            self.engine.remember(ch, key[0], kind, ids, key[1], now)
 
     def _existing(self, ids: tuple[str, ...]) -> list[Task]:
         tasks = [self.engine.tasks[i] for i in ids if i in self.engine.tasks]
@@ -542,7 +544,7 @@ class Service:
         specs = [self.spec(b, i) for i, b in enumerate(bodies)]
         now = self.clock.now()
         tasks, ch = self.engine.create_tasks(group_id, specs, now)
-        self._remember(key, "tasks", tuple(t.id for t in tasks), now)
+        self._remember(ch, key, "tasks", tuple(t.id for t in tasks), now)
         return await self._done(ch, [self.task_json(t) for t in tasks])
 
     async def create_listing(
@@ -572,7 +574,7 @@ class Service:
             if again is not None:
                 return self._snapshot(self._existing(again), self.clock.now()), Change()
             tasks, ch = yield from self.engine.create_tasks_steps(group_id, specs, now, self.step)
-            self._remember(key, "tasks", tuple(t.id for t in tasks), now)
+            self._remember(ch, key, "tasks", tuple(t.id for t in tasks), now)
             items: list[tuple[Task, Status, bool, float | None]] = []
             for start in range(0, len(tasks), SNAPSHOT_CHUNK):  # the tasks as created
                 if start:

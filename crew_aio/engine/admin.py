@@ -7,7 +7,7 @@ from itertools import islice
 from typing import Any
 
 from crew_aio.engine.graph import descendants
-from crew_aio.engine.state import STEP, Change, Steps, run_steps
+from crew_aio.engine.state import STEP, Change, Steps, run_steps, sliced, transition
 from crew_aio.engine.work import Work
 from crew_aio.errors import Invalid
 from crew_aio.model import Label, Task, TaskGroup
@@ -32,10 +32,10 @@ EDITABLE = {
 
 class Admin(Work):
     # groups ------------------------------------------------------------------------------
+    @transition
     def create_group(
-        self, name: Label, now: float, is_paused: bool = False
+        self, ch: Change, name: Label, now: float, is_paused: bool = False
     ) -> tuple[TaskGroup, Change]:
-        ch = self._start()
         group = TaskGroup(self.new_id(now), name, is_paused, now, now, active_at=now)
         self.groups[group.id] = group
         self.group_tasks[group.id] = {}
@@ -47,8 +47,10 @@ class Admin(Work):
     ) -> tuple[TaskGroup, Change]:
         return run_steps(self.update_group_steps(group_id, now, name=name, is_paused=is_paused))
 
+    @sliced
     def update_group_steps(
         self,
+        ch: Change,
         group_id: str,
         now: float,
         *,
@@ -57,7 +59,6 @@ class Admin(Work):
         step: int = STEP,
     ) -> Steps[tuple[TaskGroup, Change]]:
         """Rename, pause or resume; a resume files the group's tasks a slice at a time."""
-        ch = self._start()
         group = self.group(group_id)
         if name is not None:
             group.name = name
@@ -68,7 +69,6 @@ class Admin(Work):
                 for start in range(0, len(ids), step):
                     if start:
                         yield
-                        self._ch = ch
                     if group.is_paused:  # paused again meanwhile: the rest waits for a resume
                         break
                     self._queue_all((t for t in ids[start : start + step] if t in self.tasks), now)
@@ -78,19 +78,18 @@ class Admin(Work):
     def delete_group(self, group_id: str, now: float) -> tuple[TaskGroup, Change]:
         return run_steps(self.delete_group_steps(group_id, now))
 
+    @sliced
     def delete_group_steps(
-        self, group_id: str, now: float, step: int = STEP
+        self, ch: Change, group_id: str, now: float, step: int = STEP
     ) -> Steps[tuple[TaskGroup, Change]]:
         """Delete a group and its tasks, a slice at a time; meanwhile the group hands nothing
         out and takes no new task."""
-        ch = self._start()
         group = self.live_group(group_id)
         group.deleting = True
         first = True
         while part := list(islice(self.group_tasks.get(group_id, ()), step)):
             if not first:
                 yield
-                self._ch = ch
             first = False
             self._delete(part, now)
         self.group_tasks.pop(group_id, None)
@@ -102,9 +101,11 @@ class Admin(Work):
         """Groups in which nothing changed since ``idle_since`` (Crew's expired-group cleanup)."""
         return [g.id for g in self.groups.values() if g.active_at < idle_since]
 
-    def retry_group(self, group_id: str, attempts: int, now: float) -> tuple[TaskGroup, Change]:
+    @transition
+    def retry_group(
+        self, ch: Change, group_id: str, attempts: int, now: float
+    ) -> tuple[TaskGroup, Change]:
         """Failed tasks of the group get ``attempts`` more attempts, runnable at once."""
-        ch = self._start()
         group = self.group(group_id)
         for tid in self.group_tasks.get(group_id, ()):
             t = self.tasks[tid]
@@ -115,26 +116,24 @@ class Admin(Work):
     def reset_group(self, group_id: str, now: float, attempts: int = 5) -> tuple[TaskGroup, Change]:
         return run_steps(self.reset_group_steps(group_id, now, attempts))
 
+    @sliced
     def reset_group_steps(
-        self, group_id: str, now: float, attempts: int = 5, step: int = STEP
+        self, ch: Change, group_id: str, now: float, attempts: int = 5, step: int = STEP
     ) -> Steps[tuple[TaskGroup, Change]]:
         """Delete non-seed tasks if the group has seeds; every remaining task looks never run,
         with ``attempts`` attempts and, as in Crew, ``parentsComplete`` false. A slice at a
         time: a task deleted meanwhile is skipped, one created meanwhile is new already."""
-        ch = self._start()
         group = self.live_group(group_id)
         members = [self.tasks[tid] for tid in self.group_tasks.get(group_id, ())]
         if any(t.is_seed for t in members):
             doomed = [t.id for t in members if not t.is_seed]
             for start in range(0, len(doomed), step):
                 yield
-                self._ch = ch
                 gone = [tid for tid in doomed[start : start + step] if tid in self.tasks]
                 self._delete(gone, now, cascade=False)
             members = [t for t in members if t.is_seed]
         for start in range(0, len(members), step):
             yield
-            self._ch = ch
             for t in members[start : start + step]:
                 if t.id in self.tasks:
                     self._strip_parents(t, now)
@@ -142,7 +141,6 @@ class Admin(Work):
                     t.parents_complete = False
         for start in range(0, len(members), step):
             yield
-            self._ch = ch
             kept = [t for t in members[start : start + step] if t.id in self.tasks]
             for t in kept:
                 t.pending_parents = sum(  # a parent the store lost counts as done, as in _link
@@ -159,8 +157,10 @@ class Admin(Work):
             self._touch(t, now)
 
     # tasks -------------------------------------------------------------------------------
-    def reset_task(self, task_id: str, now: float, attempts: int = 2) -> tuple[Task, Change]:
-        ch = self._start()
+    @transition
+    def reset_task(
+        self, ch: Change, task_id: str, now: float, attempts: int = 2
+    ) -> tuple[Task, Change]:
         t = self.task(task_id)
         if t.is_complete:
             for cid in t.children or ():
@@ -169,9 +169,11 @@ class Admin(Work):
         self._queue(t, now)
         return t, ch
 
-    def retry_task(self, task_id: str, attempts: int, now: float) -> tuple[Task, Change]:
+    @transition
+    def retry_task(
+        self, ch: Change, task_id: str, attempts: int, now: float
+    ) -> tuple[Task, Change]:
         """Set the task's attempts (as Crew, on any task: a complete one stays complete)."""
-        ch = self._start()
         t = self.task(task_id)
         if t.is_complete:
             t.remaining_attempts = attempts
@@ -180,12 +182,13 @@ class Admin(Work):
             self._give_attempts(t, attempts, now)
         return t, ch
 
-    def pluck(self, task_id: str, now: float) -> tuple[Task, Change]:
+    @transition
+    def pluck(self, ch: Change, task_id: str, now: float) -> tuple[Task, Change]:
         """Copy a task, never run and with no parents, into a new paused group named as Crew
         names it; returns the copy. Like Crew's, the copy keeps the key and seed flag, and
         starts with 5 attempts."""
         t = self.task(task_id)
-        group, ch = self.create_group(f"Pluck Task {t.id}", now, is_paused=True)
+        group, _ = self.create_group(f"Pluck Task {t.id}", now, is_paused=True)  # joins ch
         copy = Task(
             id=self.new_id(now), group_id=group.id, name=t.name, channel=t.channel,
             workgroup=t.workgroup, key=t.key, priority=t.priority,
@@ -197,10 +200,12 @@ class Admin(Work):
         ch.created.add(copy.id)
         return copy, ch
 
-    def update_task(self, task_id: str, fields: dict[str, Any], now: float) -> tuple[Task, Change]:
+    @transition
+    def update_task(
+        self, ch: Change, task_id: str, fields: dict[str, Any], now: float
+    ) -> tuple[Task, Change]:
         """Apply editable fields (API names, already validated) to a task; ``parentIds``
         re-links it (parents of its group, none of them its descendants)."""
-        ch = self._start()
         t = self.task(task_id)
         parents = fields.pop("parentIds", None)
         if parents is not None:
@@ -247,9 +252,9 @@ class Admin(Work):
         t.queued = False
         self._link(t)
 
-    def delete_task(self, task_id: str, now: float) -> tuple[list[str], Change]:
+    @transition
+    def delete_task(self, ch: Change, task_id: str, now: float) -> tuple[list[str], Change]:
         """Delete a task and all its descendants; returns their ids."""
-        ch = self._start()
         self.task(task_id)
         doomed = descendants([task_id], lambda tid: self.tasks[tid].children or ())
         self._delete(doomed, now)

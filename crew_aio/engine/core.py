@@ -10,7 +10,8 @@ from operator import attrgetter
 from typing import Any
 
 from crew_aio.engine.admin import Admin
-from crew_aio.model import Loaded, Status, Task, TaskGroup
+from crew_aio.engine.state import transition
+from crew_aio.model import Change, Loaded, Status, Task, TaskGroup
 
 __all__ = ["Engine"]
 
@@ -92,7 +93,8 @@ class Engine(Admin):
         return [self.tasks[p] for p in t.parent_ids if p in self.tasks]
 
     # loading ---------------------------------------------------------------------------
-    def load(self, loaded: Loaded) -> list[str]:
+    @transition
+    def load(self, ch: Change, loaded: Loaded) -> list[str]:
         """Rebuild the whole graph, leases included, from what a store held (decoded by
         ``crew_aio.keys``). Returns the ids of tasks that could not be used (their group is
         gone): the caller logs them; they are skipped, never fatal."""
@@ -123,5 +125,4 @@ class Engine(Admin):
             group.active_at = max(group.active_at, t.updated_at)
             self._link(t)
             self._queue(t, float("-inf"))
-        self._start()
         return skipped

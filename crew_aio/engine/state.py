@@ -16,22 +16,35 @@ Heap entries are hints: whoever pops one re-checks the task, so a stale entry co
 
 from __future__ import annotations
 
+import functools
 import heapq
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from crew_aio.errors import NotFound
 from crew_aio.model import Change, Label, Remembered, Task, TaskGroup
 
-__all__ = ["STEP", "Change", "ChannelStats", "Remembered", "State", "Steps", "run_steps"]
+__all__ = [
+    "STEP",
+    "Change",
+    "ChannelStats",
+    "Remembered",
+    "State",
+    "Steps",
+    "run_steps",
+    "sliced",
+    "transition",
+]
 
 R = TypeVar("R")
+P = ParamSpec("P")
+S = TypeVar("S", bound="State")
 Steps = Generator[None, None, R]
 """An operation on many tasks, done a slice at a time: each ``yield`` lets other requests run
 (the service awaits the loop there; the store holds its commits so the whole is committed at
-once). Its ``return`` value is the operation's result. Between slices the operation keeps its
-own Change: every slice starts by making it current again."""
+once). Its ``return`` value is the operation's result. Its Change is current during each slice
+and only then (:func:`sliced`)."""
 
 STEP = 2000  # tasks a sliced operation handles before it yields
 
@@ -44,6 +57,67 @@ def run_steps(steps: Steps[R]) -> R:
         except StopIteration as stop:
             result: R = stop.value
             return result
+
+
+class _OutsideTransition:
+    """The change recorded into outside any operation: using it is a bug, named at once."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("an engine primitive ran outside an operation (no current Change)")
+
+    def __reduce__(self) -> str:
+        return "NO_CHANGE"  # the one instance, also in a copied engine
+
+
+NO_CHANGE = cast(Change, _OutsideTransition())
+
+
+def transition(op: Callable[Concatenate[S, Change, P], R]) -> Callable[Concatenate[S, P], R]:
+    """An engine operation: it runs with its own Change, given to it explicitly and current
+    while it runs (every primitive it calls records into it), and none once it returns, so
+    no later call can record into a change already handed out. An operation called by
+    another joins the caller's change."""
+
+    @functools.wraps(op)
+    def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        outer = self._ch
+        if outer is not NO_CHANGE:
+            return op(self, outer, *args, **kwargs)
+        ch = self._ch = Change()
+        try:
+            return op(self, ch, *args, **kwargs)
+        finally:
+            self._ch = NO_CHANGE
+
+    return run
+
+
+def sliced(
+    op: Callable[Concatenate[S, Change, P], Steps[R]],
+) -> Callable[Concatenate[S, P], Steps[R]]:
+    """:func:`transition` for an operation done a slice at a time (a generator of
+    :data:`Steps`): its change is current during each of its slices, and only then, so other
+    operations run between slices with their own."""
+
+    @functools.wraps(op)
+    def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Steps[R]:
+        ch = Change()
+        return _slices(self, ch, op(self, ch, *args, **kwargs))
+
+    return run
+
+
+def _slices(state: State, ch: Change, steps: Steps[R]) -> Steps[R]:
+    while True:
+        outer, state._ch = state._ch, ch
+        try:
+            next(steps)
+        except StopIteration as stop:
+            result: R = stop.value
+            return result
+        finally:
+            state._ch = outer
+        yield
 
 
 K = TypeVar("K")
@@ -82,7 +156,7 @@ class State:
         self._last_id = f"{0:024x}"
         self.clock_mark = 0.0  # the latest time a loaded store had seen (see Engine.load)
         self.remembered: dict[str, Remembered] = {}  # idempotency key → what it created
-        self._ch = Change()
+        self._ch: Change = NO_CHANGE  # the running operation's (see transition)
 
     # ids ---------------------------------------------------------------------------------
     def new_id(self, now: float) -> str:
@@ -131,10 +205,6 @@ class State:
         return group
 
     # change tracking ---------------------------------------------------------------------
-    def _start(self) -> Change:
-        self._ch = Change()
-        return self._ch
-
     def _touch(self, task: Task, now: float) -> None:
         task.updated_at = now
         self._ch.tasks[task.id] = None
@@ -313,15 +383,17 @@ class State:
                 del self.cooling[workgroup]
                 self._ch.cooled[workgroup] = None
 
-    def cool(self, workgroup: Label, until: float) -> None:
+    @transition
+    def cool(self, ch: Change, workgroup: Label, until: float) -> Change:
         """Nothing of ``workgroup`` is handed out before ``until`` (O(1), whatever its size)."""
         current = self.cooling.get(workgroup)
         if current is not None and current >= until:
-            return
+            return ch
         self.cooling[workgroup] = until
         self._seq_heap += 1
         heapq.heappush(self.cool_ends, (until, self._seq_heap, workgroup))
-        self._ch.cooled[workgroup] = None
+        ch.cooled[workgroup] = None
+        return ch
 
     def run_after_of(self, t: Task, now: float) -> float | None:
         """``t``'s runAfter as a client sees it: its own, or its workgroup's cool-off end."""
@@ -340,10 +412,12 @@ class State:
         return min(times) if times else None
 
     # idempotency keys --------------------------------------------------------------------
-    def remember(self, key: str, kind: str, ids: tuple[str, ...], fp: str, now: float) -> None:
-        """Record what a create under ``key`` made, in the change of that create."""
+    def remember(
+        self, ch: Change, key: str, kind: str, ids: tuple[str, ...], fp: str, now: float
+    ) -> None:
+        """Record what a create under ``key`` made, in ``ch``, the change of that create."""
         self.remembered[key] = Remembered(kind, ids, fp, now)
-        self._ch.keys[key] = None
+        ch.keys[key] = None
 
     def _forget_keys(self, now: float) -> None:
         remembered = self.remembered

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from crew_aio.engine.graph import TaskSpec, plan_batch
-from crew_aio.engine.state import STEP, Change, State, Steps, run_steps
+from crew_aio.engine.state import STEP, Change, State, Steps, run_steps, sliced, transition
 from crew_aio.errors import Conflict, Invalid, StaleLease
 from crew_aio.model import Task
 
@@ -26,13 +26,13 @@ class Work(State):
         """Create a whole mini-DAG (all or nothing), in request order."""
         return run_steps(self.create_tasks_steps(group_id, specs, now))
 
+    @sliced
     def create_tasks_steps(
-        self, group_id: str, specs: Sequence[TaskSpec], now: float, step: int = STEP
+        self, ch: Change, group_id: str, specs: Sequence[TaskSpec], now: float, step: int = STEP
     ) -> Steps[tuple[list[Task], Change]]:
         """:meth:`create_tasks` a slice at a time. Everything is checked first (a refusal
         changes nothing); the tasks are built, then registered waiting (seen in listings,
         handed out to nobody), and only the last step links and files them all at once."""
-        ch = self._start()
         self.live_group(group_id)
         deps = self._check_batch(group_id, specs)
         ids: list[str] = []
@@ -52,13 +52,11 @@ class Work(State):
                 tasks.append(t)
         for start in range(0, len(tasks), step):
             yield
-            self._ch = ch
             for t in tasks[start : start + step]:
                 self._register(t)
                 ch.tasks[t.id] = None
                 ch.created.add(t.id)
         yield
-        self._ch = ch
         for t in tasks:
             self._link(t)
         for t in tasks:
@@ -94,11 +92,17 @@ class Work(State):
         return tasks
 
     # leases ------------------------------------------------------------------------------
+    @transition
     def acquire(
-        self, channel: str, worker_id: str, now: float, lease_seconds: float, count: int = 1
+        self,
+        ch: Change,
+        channel: str,
+        worker_id: str,
+        now: float,
+        lease_seconds: float,
+        count: int = 1,
     ) -> tuple[list[Task], Change]:
         """Lease up to ``count`` tasks of ``channel``: highest priority first, then oldest."""
-        ch = self._start()
         self._advance(now)
         out: list[Task] = []
         while len(out) < count:
@@ -144,11 +148,17 @@ class Work(State):
         if t.lease_expires_at is not None and t.lease_expires_at <= now:
             raise StaleLease(f"the lease of task {t.id!r} expired")
 
+    @transition
     def extend(
-        self, task_id: str, worker_id: str, lease_id: str | None, lease_seconds: float, now: float
+        self,
+        ch: Change,
+        task_id: str,
+        worker_id: str,
+        lease_id: str | None,
+        lease_seconds: float,
+        now: float,
     ) -> tuple[Task, Change]:
         """Renew a lease (heartbeat): it now ends ``lease_seconds`` from ``now``."""
-        ch = self._start()
         t = self.task(task_id)
         if t.is_complete:
             raise Conflict(f"task {task_id!r} is already complete")
@@ -162,8 +172,10 @@ class Work(State):
         return t, ch
 
     # release -----------------------------------------------------------------------------
+    @transition
     def release(
         self,
+        ch: Change,
         task_id: str,
         worker_id: str,
         now: float,
@@ -183,7 +195,6 @@ class Work(State):
         expired is still taken while nobody else has leased the task since: a worker without
         heartbeats (Crew's) that outlives its lease does not lose its work.
         """
-        ch = self._start()
         t = self.task(task_id)
         if t.is_complete:
             self._check_completer(t, worker_id, lease_id)
@@ -242,9 +253,9 @@ class Work(State):
             self._touch(mate, now)
             self._queue(mate, now)
 
-    def return_lease(self, task_id: str, lease_id: str, now: float) -> Change:
+    @transition
+    def return_lease(self, ch: Change, task_id: str, lease_id: str, now: float) -> Change:
         """Undo a hand-out nobody received (the requester went away): no attempt is counted."""
-        ch = self._start()
         t = self.tasks.get(task_id)
         if t is None or t.lease_id is None or t.lease_id != lease_id:
             return ch
@@ -327,9 +338,9 @@ class Work(State):
             heapq.heappush(self.delays, (until, t.id))
 
     # time --------------------------------------------------------------------------------
-    def tick(self, now: float) -> Change:
+    @transition
+    def tick(self, ch: Change, now: float) -> Change:
         """Let time pass: due delayed tasks become ready, expired leases are reclaimed."""
-        ch = self._start()
         self._advance(now)
         self._forget_keys(now)
         return ch

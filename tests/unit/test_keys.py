@@ -6,7 +6,7 @@ import orjson
 
 from crew_aio import keys, store
 from crew_aio.engine import Engine, TaskSpec
-from crew_aio.model import Loaded
+from crew_aio.model import Change, Loaded
 
 
 def test_every_kind_of_record_decodes_to_typed_items() -> None:
@@ -14,7 +14,7 @@ def test_every_kind_of_record_decodes_to_typed_items() -> None:
     group, _ = engine.create_group("g", 100.0)
     engine.create_tasks(group.id, [TaskSpec(name="t", channel="c", workgroup=7)], 100.0)
     engine.cool(7, 500.0)
-    engine.remember("idem", "group", (group.id,), "fp", 100.0)
+    engine.remember(Change(), "idem", "group", (group.id,), "fp", 100.0)
     records = [
         *keys.records_of(engine),
         (keys.ID_MARK, {"last": engine.last_id}),
