@@ -12,11 +12,25 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+from crew_aio.fields import (
+    EDIT,
+    GIVEN,
+    INTERNAL,
+    PLUCK,
+    REQUIRED,
+    RUNTIME,
+    TIME,
+    compile_function,
+    differs_from_default,
+    table,
+)
 
 __all__ = [
     "Change",
@@ -120,46 +134,82 @@ def _wire_name(attr: str) -> str:
 
 class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
     """One task. A msgspec Struct: compact, untracked by the GC (a million stay resident), and
-    decoded straight from its stored JSON record at boot. Never holds a reference cycle."""
+    decoded straight from its stored JSON record at boot. Never holds a reference cycle.
 
-    id: str
-    group_id: str
-    name: Label
-    channel: str
-    workgroup: Label | None = None
-    key: Label | None = None
-    remaining_attempts: int = 5
-    max_attempts: int = 5
+    This is the task field table: each field is declared once, with its type, its default and
+    its roles (:mod:`crew_aio.fields`); the record encoder, the API renderer, the editable and
+    plucked fields and a create's prototype are derived from it below."""
+
+    id: Annotated[str, REQUIRED]
+    group_id: Annotated[str, REQUIRED]
+    name: Annotated[Label, REQUIRED | GIVEN | EDIT | PLUCK]
+    channel: Annotated[str, REQUIRED | GIVEN | EDIT | PLUCK]
+    workgroup: Annotated[Label | None, GIVEN | EDIT | PLUCK] = None
+    key: Annotated[Label | None, GIVEN | EDIT | PLUCK] = None
+    remaining_attempts: Annotated[int, GIVEN | EDIT] = 5
+    max_attempts: Annotated[int, INTERNAL] = 5  # remainingAttempts at create
     is_complete: bool = False
     # Crew's stored ``parentsComplete`` of a task with no parents: true only when it was
     # created with a ``parentIds`` list, false again after a group reset
     parents_complete: bool = False
-    priority: int | float = 0
-    run_after: float | None = None
-    progress_weight: int | float = 1
-    is_seed: bool = False
-    error_delay: int | float = 30
-    input: Any = None
+    priority: Annotated[int | float, GIVEN | EDIT | PLUCK] = 0
+    run_after: Annotated[float | None, TIME | GIVEN | EDIT] = None
+    progress_weight: Annotated[int | float, GIVEN | EDIT | PLUCK] = 1
+    is_seed: Annotated[bool, GIVEN | EDIT | PLUCK] = False
+    error_delay: Annotated[int | float, GIVEN | EDIT | PLUCK] = 30
+    input: Annotated[Any, GIVEN | EDIT | PLUCK] = None
     output: Any = None
     errors: list[Any] = msgspec.field(default_factory=list)
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    completed_at: float | None = None
-    parent_ids: tuple[str, ...] = ()
+    created_at: Annotated[float, REQUIRED | TIME] = 0.0
+    updated_at: Annotated[float, REQUIRED | TIME] = 0.0
+    completed_at: Annotated[float | None, TIME] = None
+    parent_ids: Annotated[tuple[str, ...], GIVEN | EDIT] = ()  # an edit re-links the task
     assigned_to: str | None = None
-    assigned_at: float | None = None
+    assigned_at: Annotated[float | None, TIME] = None
     lease_id: str | None = None
-    lease_expires_at: float | None = None
+    lease_expires_at: Annotated[float | None, TIME] = None
     # the worker and lease that held the task last: set when its lease expires (that worker's
     # late success is still taken while nobody else leased the task) and when it completes (a
     # repeated release must come from the same lease)
-    held_by: str | None = None
-    held_lease: str | None = None
-    # runtime only: never written to a record (see task_to_record), rebuilt at load
-    children: list[str] | None = None
-    pending_parents: int = 0
-    queued: bool = False
-    lease_filed: float | None = None  # the deadline of the lease's entry in the lease heap
+    held_by: Annotated[str | None, INTERNAL] = None
+    held_lease: Annotated[str | None, INTERNAL] = None
+    # rebuilt at load, never stored or shown
+    children: Annotated[list[str] | None, RUNTIME] = None
+    pending_parents: Annotated[int, RUNTIME] = 0
+    queued: Annotated[bool, RUNTIME] = False
+    lease_filed: Annotated[float | None, RUNTIME] = None  # its entry's deadline in the lease heap
+
+
+TASK_FIELDS = table(Task)
+EDITABLE = {f.wire: f.attr for f in TASK_FIELDS if f.has(EDIT)}  # PUT /task/:id: wire → attr
+PLUCKED = tuple(f.attr for f in TASK_FIELDS if f.has(PLUCK))
+GIVEN_FIELDS = tuple(f for f in TASK_FIELDS if f.has(GIVEN))
+_GIVEN_ATTRS = frozenset(f.attr for f in GIVEN_FIELDS)
+
+
+def prototype(**given: Any) -> Task:
+    """A task to create, holding only its GIVEN fields (no id, no group yet)."""
+    unknown = given.keys() - _GIVEN_ATTRS
+    if unknown:
+        raise TypeError(f"not fields a create sets: {sorted(unknown)}")
+    if "parent_ids" in given:
+        given["parent_ids"] = tuple(given["parent_ids"])
+    return Task(id="", group_id="", **given)
+
+
+def prototype_reader(body: type[msgspec.Struct]) -> Callable[[Any], Task]:
+    """A function from a validated create body (fields named on the wire as the task's are) to
+    its :func:`prototype`; generated from the table, so it costs what hand-written code would.
+    A GIVEN field the body lacks fails here, at import."""
+    attr_of = dict(zip(body.__struct_encode_fields__, body.__struct_fields__, strict=True))
+    args = []
+    for f in GIVEN_FIELDS:
+        if f.wire not in attr_of:
+            raise TypeError(f"{body.__name__} has no field {f.wire!r}, which a create sets")
+        value = f"b.{attr_of[f.wire]}"
+        args.append(f"{f.attr}=tuple({value} or ())" if f.default == () else f"{f.attr}={value}")
+    src = ["def read(b):", f"    return Task(id='', group_id='', {', '.join(args)})"]
+    return compile_function("read", src, {"Task": Task})
 
 
 def format_time(when: float | None) -> str | None:
@@ -197,111 +247,36 @@ def _second(seconds: int) -> str:
     return text
 
 
-# Record form: the always-present fields, then (attribute, wire name, default) of the optional
-# ones, which a record leaves out while they hold their default (smaller writes, faster boot).
-_REQUIRED = (
-    ("id", "_id"),
-    ("group_id", "taskGroupId"),
-    ("name", "name"),
-    ("channel", "channel"),
-    ("created_at", "createdAt"),
-    ("updated_at", "updatedAt"),
-)
-_OPTIONAL: tuple[tuple[str, str, Any], ...] = (
-    ("workgroup", "workgroup", None),
-    ("key", "key", None),
-    ("remaining_attempts", "remainingAttempts", 5),
-    ("max_attempts", "maxAttempts", 5),
-    ("is_complete", "isComplete", False),
-    ("parents_complete", "parentsComplete", False),
-    ("priority", "priority", 0),
-    ("run_after", "runAfter", None),
-    ("progress_weight", "progressWeight", 1),
-    ("is_seed", "isSeed", False),
-    ("error_delay", "errorDelayInSeconds", 30),
-    ("input", "input", None),
-    ("output", "output", None),
-    ("errors", "errors", []),
-    ("completed_at", "completedAt", None),
-    ("parent_ids", "parentIds", ()),
-    ("assigned_to", "assignedTo", None),
-    ("assigned_at", "assignedAt", None),
-    ("lease_id", "leaseId", None),
-    ("lease_expires_at", "leaseExpiresAt", None),
-    ("held_by", "heldBy", None),
-    ("held_lease", "heldLease", None),
-)
+def _record_encoder() -> Callable[[Task], dict[str, Any]]:
+    """``task_to_record``, generated from the table: REQUIRED fields always, the others while
+    they differ from their default (smaller writes, faster boot), field by field."""
+    env: dict[str, Any] = {}
+    stored = [f for f in TASK_FIELDS if f.stored]
+    head = ", ".join(f"{f.wire!r}: t.{f.attr}" for f in stored if f.has(REQUIRED))
+    src = ["def task_to_record(t):", f"    r = {{{head}}}"]
+    for f in stored:
+        if not f.has(REQUIRED):
+            src.append(f"    if {differs_from_default('t.' + f.attr, f.default, env)}:")
+            src.append(f"        r[{f.wire!r}] = t.{f.attr}")
+    src.append("    return r")
+    return compile_function("task_to_record", src, env)
 
 
-def task_to_record(task: Task) -> dict[str, Any]:  # noqa: C901 (unrolled on purpose)
-    """Every persisted field of ``task`` that differs from its default; times as epoch seconds.
-
-    Hot (every touched task of every change): spelled out field by field, ~3x the speed of a
-    loop over ``_OPTIONAL``, which stays the reference (tests check the two agree).
-    """
-    t = task
-    record: dict[str, Any] = {
-        "_id": t.id,
-        "taskGroupId": t.group_id,
-        "name": t.name,
-        "channel": t.channel,
-        "createdAt": t.created_at,
-        "updatedAt": t.updated_at,
-    }
-    if t.workgroup is not None:
-        record["workgroup"] = t.workgroup
-    if t.key is not None:
-        record["key"] = t.key
-    if t.remaining_attempts != 5 or type(t.remaining_attempts) is not int:
-        record["remainingAttempts"] = t.remaining_attempts
-    if t.max_attempts != 5 or type(t.max_attempts) is not int:
-        record["maxAttempts"] = t.max_attempts
-    if t.is_complete is not False:
-        record["isComplete"] = t.is_complete
-    if t.parents_complete is not False:
-        record["parentsComplete"] = t.parents_complete
-    if t.priority != 0 or type(t.priority) is not int:
-        record["priority"] = t.priority
-    if t.run_after is not None:
-        record["runAfter"] = t.run_after
-    if t.progress_weight != 1 or type(t.progress_weight) is not int:
-        record["progressWeight"] = t.progress_weight
-    if t.is_seed is not False:
-        record["isSeed"] = t.is_seed
-    if t.error_delay != 30 or type(t.error_delay) is not int:
-        record["errorDelayInSeconds"] = t.error_delay
-    if t.input is not None:
-        record["input"] = t.input
-    if t.output is not None:
-        record["output"] = t.output
-    if t.errors:
-        record["errors"] = t.errors
-    if t.completed_at is not None:
-        record["completedAt"] = t.completed_at
-    if t.parent_ids:
-        record["parentIds"] = t.parent_ids
-    if t.assigned_to is not None:
-        record["assignedTo"] = t.assigned_to
-    if t.assigned_at is not None:
-        record["assignedAt"] = t.assigned_at
-    if t.lease_id is not None:
-        record["leaseId"] = t.lease_id
-    if t.lease_expires_at is not None:
-        record["leaseExpiresAt"] = t.lease_expires_at
-    if t.held_by is not None:
-        record["heldBy"] = t.held_by
-    if t.held_lease is not None:
-        record["heldLease"] = t.held_lease
-    return record
+task_to_record = _record_encoder()
+task_to_record.__doc__ = """Every persisted field of a task that differs from its default (times as
+epoch seconds), REQUIRED fields always; generated from the field table (the reference, a loop
+over the table, is :func:`task_to_record_reference`: tests check the two agree)."""
 
 
 def task_to_record_reference(task: Task) -> dict[str, Any]:
     """:func:`task_to_record` as a loop over the field table (the reference for tests)."""
-    record = {wire: getattr(task, attr) for attr, wire in _REQUIRED}
-    for attr, wire, default in _OPTIONAL:
-        value = getattr(task, attr)
+    record = {f.wire: getattr(task, f.attr) for f in TASK_FIELDS if f.has(REQUIRED)}
+    for f in TASK_FIELDS:
+        if f.has(REQUIRED) or not f.stored:
+            continue
+        value, default = getattr(task, f.attr), f.default
         if value is not default and (type(value) is not type(default) or value != default):
-            record[wire] = value
+            record[f.wire] = value
     return record
 
 
@@ -341,45 +316,50 @@ def group_from_record(record: dict[str, Any]) -> TaskGroup:
 _STATUS_TEXT = {status: status.value for status in Status}  # .value is a slow descriptor
 
 
-def task_to_api(
-    task: Task, status: Status, paused: bool, run_after: float | None = None
-) -> dict[str, Any]:
-    """The Task object: Crew's Task document, every field in its order, then our extensions.
+# The API form: Crew's Task document, every field in its order, then ours; then any other field
+# the table shows, in table order. Names here that are no field are derived from the arguments.
+API_ORDER = (
+    "_id", "taskGroupId", "name", "channel", "workgroup", "key", "remainingAttempts", "isPaused",
+    "parentsComplete", "isComplete", "priority", "runAfter", "progressWeight", "isSeed",
+    "errorDelayInSeconds", "input", "output", "errors", "createdAt", "parentIds", "assignedTo",
+    "assignedAt", "executeMessageId", "examineMessageId",
+    "status", "leaseId", "leaseExpiresAt", "updatedAt", "completedAt",
+)  # fmt: skip
+_DERIVED = {
+    "isPaused": "paused",  # the group's: a task's isPaused mirrors its group, as Crew keeps it
+    "parentsComplete": "t.pending_parents == 0 if t.parent_ids else t.parents_complete",
+    # the runAfter a client sees (its workgroup's cool-off may reach further)
+    "runAfter": "fmt(t.run_after if run_after is None else run_after)",
+    "executeMessageId": "None",  # Crew's Cloud Tasks messengers: not served (README)
+    "examineMessageId": "None",
+    "status": "STATUS_TEXT[status]",
+}
 
-    ``paused`` is the group's: a task's ``isPaused`` mirrors its group, as Crew keeps it.
-    ``run_after`` is the one a client sees (its workgroup's cool-off may reach further).
-    """
-    return {
-        "_id": task.id,
-        "taskGroupId": task.group_id,
-        "name": task.name,
-        "channel": task.channel,
-        "workgroup": task.workgroup,
-        "key": task.key,
-        "remainingAttempts": task.remaining_attempts,
-        "isPaused": paused,
-        "parentsComplete": task.pending_parents == 0 if task.parent_ids else task.parents_complete,
-        "isComplete": task.is_complete,
-        "priority": task.priority,
-        "runAfter": format_time(task.run_after if run_after is None else run_after),
-        "progressWeight": task.progress_weight,
-        "isSeed": task.is_seed,
-        "errorDelayInSeconds": task.error_delay,
-        "input": task.input,
-        "output": task.output,
-        "errors": task.errors,
-        "createdAt": format_time(task.created_at),
-        "parentIds": list(task.parent_ids),
-        "assignedTo": task.assigned_to,
-        "assignedAt": format_time(task.assigned_at),
-        "executeMessageId": None,  # Crew's Cloud Tasks messengers: not served (README)
-        "examineMessageId": None,
-        "status": _STATUS_TEXT[status],
-        "leaseId": task.lease_id,
-        "leaseExpiresAt": format_time(task.lease_expires_at),
-        "updatedAt": format_time(task.updated_at),
-        "completedAt": format_time(task.completed_at),
-    }
+
+def _api_renderer() -> Callable[..., dict[str, Any]]:
+    by_wire = {f.wire: f for f in TASK_FIELDS if f.shown}
+    names = [*API_ORDER, *(w for w in by_wire if w not in API_ORDER)]
+    items = []
+    for wire in names:
+        if wire in _DERIVED:
+            expr = _DERIVED[wire]
+        else:
+            f = by_wire[wire]  # a name in API_ORDER that is neither a field nor derived: KeyError
+            expr = f"t.{f.attr}"
+            if f.has(TIME):
+                expr = f"fmt({expr})"
+            elif f.default == ():
+                expr = f"list({expr})"
+        items.append(f"        {wire!r}: {expr},")
+    src = ["def task_to_api(t, status, paused, run_after=None):", "    return {", *items, "    }"]
+    return compile_function("task_to_api", src, {"fmt": format_time, "STATUS_TEXT": _STATUS_TEXT})
+
+
+task_to_api: Callable[[Task, Status, bool, float | None], dict[str, Any]]
+task_to_api = _api_renderer()
+task_to_api.__doc__ = """``task_to_api(task, status, paused, run_after=None)``: the Task object of
+the API (:data:`API_ORDER`), generated from the field table. ``paused`` is the group's;
+``run_after`` is the one a client sees (its workgroup's cool-off may reach further)."""
 
 
 def group_to_api(

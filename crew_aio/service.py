@@ -35,6 +35,7 @@ from crew_aio.model import (
     TaskGroup,
     group_to_api,
     group_to_record,
+    prototype_reader,
     task_to_api,
     task_to_record,
 )
@@ -45,6 +46,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger("crew_aio.service")
+_read_prototype = prototype_reader(p.TaskChildBody)  # a body's given fields → a prototype Task
 CLOCK_MARK_EVERY = 1.0  # seconds between stores of the clock mark (only when something changes)
 SNAPSHOT_CHUNK = 2000  # tasks a listing copies between two yields to the loop
 STAGE_CHUNK = 2000  # task records a big change encodes and stages between two yields
@@ -595,19 +597,8 @@ class Service:
                 f"at most {self.limits.max_parents_per_task} parents per task",
                 field=f"[{index}].{'_parent_ids' if pseudo else 'parentIds'}",
             )
-        return TaskSpec(
-            name=body.name,
-            channel=body.channel,
-            workgroup=body.workgroup,
-            key=body.key,
-            remaining_attempts=int(body.remaining_attempts or 0),
-            priority=body.priority or 0,
-            run_after=body.run_after,
-            progress_weight=body.progress_weight or 0,
-            is_seed=bool(body.is_seed),
-            error_delay=body.error_delay_in_seconds or 0,
-            input=body.input,
-            parent_ids=tuple(body.parent_ids or ()),
+        return TaskSpec.of(
+            _read_prototype(body),
             parents_listed=body.parent_ids is not None,
             child_id=None if child is None else child.child_id,
             pseudo_parents=None if pseudo is None else tuple(pseudo),

@@ -10,24 +10,9 @@ from crew_aio.engine.graph import descendants
 from crew_aio.engine.state import STEP, Change, Steps, run_steps, sliced, transition
 from crew_aio.engine.work import Work
 from crew_aio.errors import Invalid
-from crew_aio.model import Label, Task, TaskGroup
+from crew_aio.model import EDITABLE, PLUCKED, Label, Task, TaskGroup
 
 __all__ = ["Admin"]
-
-# PUT /task/:id: API field name → Task attribute
-EDITABLE = {
-    "name": "name",
-    "channel": "channel",
-    "workgroup": "workgroup",
-    "key": "key",
-    "remainingAttempts": "remaining_attempts",
-    "priority": "priority",
-    "runAfter": "run_after",
-    "progressWeight": "progress_weight",
-    "isSeed": "is_seed",
-    "errorDelayInSeconds": "error_delay",
-    "input": "input",
-}
 
 
 class Admin(Work):
@@ -190,10 +175,8 @@ class Admin(Work):
         t = self.task(task_id)
         group, _ = self.create_group(f"Pluck Task {t.id}", now, is_paused=True)  # joins ch
         copy = Task(
-            id=self.new_id(now), group_id=group.id, name=t.name, channel=t.channel,
-            workgroup=t.workgroup, key=t.key, priority=t.priority,
-            progress_weight=t.progress_weight, is_seed=t.is_seed, error_delay=t.error_delay,
-            input=t.input, created_at=now, updated_at=now,
+            id=self.new_id(now), group_id=group.id, created_at=now, updated_at=now,
+            **{attr: getattr(t, attr) for attr in PLUCKED},
         )  # fmt: skip
         self._register(copy)
         ch.tasks[copy.id] = None

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from crew_aio.errors import Invalid
-from crew_aio.model import Label
+from crew_aio.model import GIVEN_FIELDS, Label, Task, prototype
 
 __all__ = ["TaskSpec", "descendants", "plan_batch"]
 
@@ -19,26 +18,64 @@ __all__ = ["TaskSpec", "descendants", "plan_batch"]
 PseudoId = str | int | float  # compared as JavaScript's === compares them (1 == 1.0 != "1")
 
 
-@dataclass(slots=True)
 class TaskSpec:
-    """A task to create, already type-checked by the protocol layer."""
+    """A task to create, already type-checked by the protocol layer: a prototype Task holding
+    its given fields (``crew_aio.model.prototype``) and where it sits in its batch.
 
-    name: Label
-    channel: str
-    workgroup: Label | None = None
-    key: Label | None = None
-    remaining_attempts: int = 5
-    priority: int | float = 0
-    run_after: float | None = None
-    progress_weight: int | float = 1
-    is_seed: bool = False
-    error_delay: int | float = 30
-    input: Any = None
-    parent_ids: tuple[str, ...] = ()
-    # Crew's ``parentsComplete`` of a root: true when it was created with a parentIds list
-    parents_listed: bool = False
-    child_id: PseudoId | None = None
-    pseudo_parents: tuple[PseudoId, ...] | None = None
+    ``TaskSpec(name, channel, **given)`` takes the given fields by attribute name;
+    :meth:`of` takes a prototype built already (the service reads one from a body)."""
+
+    __slots__ = ("child_id", "parents_listed", "pseudo_parents", "task")
+
+    def __init__(
+        self,
+        name: Label,
+        channel: str,
+        *,
+        parents_listed: bool = False,
+        child_id: PseudoId | None = None,
+        pseudo_parents: tuple[PseudoId, ...] | None = None,
+        **given: Any,
+    ) -> None:
+        self.task = prototype(name=name, channel=channel, **given)
+        # Crew's ``parentsComplete`` of a root: true when it was created with a parentIds list
+        self.parents_listed = parents_listed
+        self.child_id = child_id
+        self.pseudo_parents = pseudo_parents
+
+    @classmethod
+    def of(
+        cls,
+        task: Task,
+        *,
+        parents_listed: bool = False,
+        child_id: PseudoId | None = None,
+        pseudo_parents: tuple[PseudoId, ...] | None = None,
+    ) -> TaskSpec:
+        spec = cls.__new__(cls)
+        spec.task = task
+        spec.parents_listed = parents_listed
+        spec.child_id = child_id
+        spec.pseudo_parents = pseudo_parents
+        return spec
+
+    @property
+    def parent_ids(self) -> tuple[str, ...]:
+        return self.task.parent_ids
+
+    def __getattr__(self, name: str) -> Any:
+        """The prototype's given fields read as the spec's own (``spec.name``)."""
+        if name in _GIVEN:
+            return getattr(self.task, name)
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{a}={getattr(self.task, a)!r}" for a in sorted(_SHOWN))
+        return f"TaskSpec({given}, child_id={self.child_id!r}, pseudo={self.pseudo_parents!r})"
+
+
+_SHOWN = ("name", "channel", "parent_ids", "key", "workgroup")
+_GIVEN = frozenset(f.attr for f in GIVEN_FIELDS)
 
 
 def plan_batch(specs: Sequence[TaskSpec]) -> list[tuple[int, ...]]:

@@ -26,6 +26,7 @@ from crew_aio.errors import NotFound
 from crew_aio.model import Change, Label, Remembered, Task, TaskGroup
 
 __all__ = [
+    "NO_CHANGE",
     "STEP",
     "Change",
     "ChannelStats",
@@ -157,6 +158,18 @@ class State:
         self.clock_mark = 0.0  # the latest time a loaded store had seen (see Engine.load)
         self.remembered: dict[str, Remembered] = {}  # idempotency key → what it created
         self._ch: Change = NO_CHANGE  # the running operation's (see transition)
+
+    def _open(self) -> Change:
+        """Open a new operation's change, inline: the few hottest operations (acquire,
+        release, extend, tick) open and close theirs themselves (``ch = self._open()``, then
+        ``try: ... finally: self._ch = NO_CHANGE``) instead of through :func:`transition`,
+        whose wrapper costs ~10 % of an acquire+release cycle. Still nothing can be forgotten:
+        a change left open makes the next ``_open`` fail, and a primitive outside any
+        operation fails."""
+        if self._ch is not NO_CHANGE:
+            raise RuntimeError("an operation left its change open")
+        ch = self._ch = Change()
+        return ch
 
     # ids ---------------------------------------------------------------------------------
     def new_id(self, now: float) -> str:

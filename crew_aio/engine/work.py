@@ -6,8 +6,18 @@ import heapq
 from collections.abc import Sequence
 from typing import Any
 
+from msgspec.structs import replace as copy_struct
+
 from crew_aio.engine.graph import TaskSpec, plan_batch
-from crew_aio.engine.state import STEP, Change, State, Steps, run_steps, sliced, transition
+from crew_aio.engine.state import (
+    NO_CHANGE,
+    STEP,
+    Change,
+    State,
+    Steps,
+    run_steps,
+    sliced,
+)
 from crew_aio.errors import Conflict, Invalid, StaleLease
 from crew_aio.model import Task
 
@@ -92,10 +102,8 @@ class Work(State):
         return tasks
 
     # leases ------------------------------------------------------------------------------
-    @transition
     def acquire(
         self,
-        ch: Change,
         channel: str,
         worker_id: str,
         now: float,
@@ -103,15 +111,19 @@ class Work(State):
         count: int = 1,
     ) -> tuple[list[Task], Change]:
         """Lease up to ``count`` tasks of ``channel``: highest priority first, then oldest."""
-        self._advance(now)
-        out: list[Task] = []
-        while len(out) < count:
-            t = self._pop_ready(channel, now)
-            if t is None:
-                break
-            self._lease(t, worker_id, now, lease_seconds)
-            out.append(t)
-        return out, ch
+        ch = self._open()  # hot: opened here, not by @transition (see _open)
+        try:
+            self._advance(now)
+            out: list[Task] = []
+            while len(out) < count:
+                t = self._pop_ready(channel, now)
+                if t is None:
+                    break
+                self._lease(t, worker_id, now, lease_seconds)
+                out.append(t)
+            return out, ch
+        finally:
+            self._ch = NO_CHANGE
 
     def _lease(self, t: Task, worker_id: str, now: float, lease_seconds: float) -> None:
         self._unindex(t)
@@ -148,10 +160,8 @@ class Work(State):
         if t.lease_expires_at is not None and t.lease_expires_at <= now:
             raise StaleLease(f"the lease of task {t.id!r} expired")
 
-    @transition
     def extend(
         self,
-        ch: Change,
         task_id: str,
         worker_id: str,
         lease_id: str | None,
@@ -159,23 +169,26 @@ class Work(State):
         now: float,
     ) -> tuple[Task, Change]:
         """Renew a lease (heartbeat): it now ends ``lease_seconds`` from ``now``."""
-        t = self.task(task_id)
-        if t.is_complete:
-            raise Conflict(f"task {task_id!r} is already complete")
-        self._check_holder(t, worker_id, lease_id, now)
-        # a later deadline needs no new heap entry: when the filed one comes due, _advance
-        # files the lease again (one entry per lease, not one per heartbeat); an earlier one does
-        t.lease_expires_at = now + lease_seconds
-        if t.lease_filed is None or t.lease_expires_at < t.lease_filed:
-            self._file_lease(t)
-        self._touch(t, now)
-        return t, ch
+        ch = self._open()  # hot: opened here, not by @transition (see _open)
+        try:
+            t = self.task(task_id)
+            if t.is_complete:
+                raise Conflict(f"task {task_id!r} is already complete")
+            self._check_holder(t, worker_id, lease_id, now)
+            # a later deadline needs no new heap entry: when the filed one comes due, _advance
+            # files the lease again (one entry per lease, not one per heartbeat); an earlier
+            # one does
+            t.lease_expires_at = now + lease_seconds
+            if t.lease_filed is None or t.lease_expires_at < t.lease_filed:
+                self._file_lease(t)
+            self._touch(t, now)
+            return t, ch
+        finally:
+            self._ch = NO_CHANGE
 
     # release -----------------------------------------------------------------------------
-    @transition
     def release(
         self,
-        ch: Change,
         task_id: str,
         worker_id: str,
         now: float,
@@ -195,20 +208,24 @@ class Work(State):
         expired is still taken while nobody else has leased the task since: a worker without
         heartbeats (Crew's) that outlives its lease does not lose its work.
         """
-        t = self.task(task_id)
-        if t.is_complete:
-            self._check_completer(t, worker_id, lease_id)
+        ch = self._open()  # hot: opened here, not by @transition (see _open)
+        try:
+            t = self.task(task_id)
+            if t.is_complete:
+                self._check_completer(t, worker_id, lease_id)
+                return t, ch
+            if error is not None or not self._late_holder(t, worker_id, lease_id, now):
+                self._check_holder(t, worker_id, lease_id, now)
+            if error is not None:
+                self._fail_attempt(t, error, now)
+                self._charge_mates(t, error, now)
+            else:
+                self._succeed(t, worker_id, output, children, children_delay, now)
+            if workgroup_delay > 0 and t.workgroup is not None:
+                self.cool(t.workgroup, now + workgroup_delay)
             return t, ch
-        if error is not None or not self._late_holder(t, worker_id, lease_id, now):
-            self._check_holder(t, worker_id, lease_id, now)
-        if error is not None:
-            self._fail_attempt(t, error, now)
-            self._charge_mates(t, error, now)
-        else:
-            self._succeed(t, worker_id, output, children, children_delay, now)
-        if workgroup_delay > 0 and t.workgroup is not None:
-            self.cool(t.workgroup, now + workgroup_delay)
-        return t, ch
+        finally:
+            self._ch = NO_CHANGE
 
     @staticmethod
     def _late_holder(t: Task, worker_id: str, lease_id: str | None, now: float) -> bool:
@@ -253,19 +270,22 @@ class Work(State):
             self._touch(mate, now)
             self._queue(mate, now)
 
-    @transition
-    def return_lease(self, ch: Change, task_id: str, lease_id: str, now: float) -> Change:
+    def return_lease(self, task_id: str, lease_id: str, now: float) -> Change:
         """Undo a hand-out nobody received (the requester went away): no attempt is counted."""
-        t = self.tasks.get(task_id)
-        if t is None or t.lease_id is None or t.lease_id != lease_id:
+        ch = self._open()  # hot: opened here, not by @transition (see _open)
+        try:
+            t = self.tasks.get(task_id)
+            if t is None or t.lease_id is None or t.lease_id != lease_id:
+                return ch
+            self._unindex(t)
+            self._drop_lease(t)
+            self._index(t)
+            self._touch(t, now)
+            self._drop_mates(t, now)
+            self._queue(t, now)
             return ch
-        self._unindex(t)
-        self._drop_lease(t)
-        self._index(t)
-        self._touch(t, now)
-        self._drop_mates(t, now)
-        self._queue(t, now)
-        return ch
+        finally:
+            self._ch = NO_CHANGE
 
     def _mates(self, t: Task) -> list[Task]:
         """The other incomplete tasks of ``t``'s channel + key."""
@@ -338,12 +358,15 @@ class Work(State):
             heapq.heappush(self.delays, (until, t.id))
 
     # time --------------------------------------------------------------------------------
-    @transition
-    def tick(self, ch: Change, now: float) -> Change:
+    def tick(self, now: float) -> Change:
         """Let time pass: due delayed tasks become ready, expired leases are reclaimed."""
-        self._advance(now)
-        self._forget_keys(now)
-        return ch
+        ch = self._open()  # hot: opened here, not by @transition (see _open)
+        try:
+            self._advance(now)
+            self._forget_keys(now)
+            return ch
+        finally:
+            self._ch = NO_CHANGE
 
     def _advance(self, now: float) -> None:
         if self.thaws or self.cool_ends:
@@ -370,23 +393,17 @@ class Work(State):
 def _new_task(
     spec: TaskSpec, tid: str, group_id: str, parents: tuple[str, ...], now: float
 ) -> Task:
-    return Task(
+    """The task ``spec`` describes, created now: its prototype's fields, plus what a create
+    sets (attempts at the start, Crew's ``parentsComplete`` of a root, a list of its own)."""
+    proto = spec.task
+    return copy_struct(
+        proto,
         id=tid,
         group_id=group_id,
-        name=spec.name,
-        channel=spec.channel,
-        workgroup=spec.workgroup,
-        key=spec.key,
-        remaining_attempts=spec.remaining_attempts,
-        max_attempts=spec.remaining_attempts,
-        parents_complete=spec.parents_listed,
-        priority=spec.priority,
-        run_after=spec.run_after,
-        progress_weight=spec.progress_weight,
-        is_seed=spec.is_seed,
-        error_delay=spec.error_delay,
-        input=spec.input,
+        parent_ids=parents,
         created_at=now,
         updated_at=now,
-        parent_ids=parents,
+        max_attempts=proto.remaining_attempts,
+        parents_complete=spec.parents_listed,
+        errors=[],
     )

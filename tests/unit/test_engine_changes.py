@@ -68,3 +68,12 @@ def test_an_operation_called_by_another_joins_its_change() -> None:
     (t,), _ = engine.create_tasks(group.id, [spec("t")], NOW)
     copy, ch = engine.pluck(t.id, NOW)  # creates a group, then the copy: one change
     assert set(ch.groups) == {copy.group_id} and set(ch.tasks) == {copy.id}
+
+
+def test_a_change_left_open_is_caught_by_the_next_operation() -> None:
+    from crew_aio.model import Change
+
+    engine = Engine()
+    engine._ch = Change()  # as if an operation had forgotten to close its change
+    with pytest.raises(RuntimeError, match="left its change open"):
+        engine.acquire("c", "w", NOW, 30.0)

@@ -283,10 +283,14 @@ def test_ids_never_repeat_after_a_restart_even_of_deleted_tasks() -> None:
 
     first = Engine()
     group, _ = first.create_group("g", T0)
-    tasks, _ = first.create_tasks(group.id, [TaskSpec("a", "c"), TaskSpec("b", "c")], T0)
+    tasks, _ = first.create_tasks(
+        group.id, [TaskSpec(name="a", channel="c"), TaskSpec(name="b", channel="c")], T0
+    )
     first.delete_task(tasks[1].id, T0)
     records = [*keys.records_of(first), (ID_MARK, {"last": first.last_id})]
     second = Engine()
     keys.load_into(second, records)
-    again, _ = second.create_tasks(group.id, [TaskSpec("c", "c")], T0)  # same millisecond
+    again, _ = second.create_tasks(
+        group.id, [TaskSpec(name="c", channel="c")], T0
+    )  # same millisecond
     assert again[0].id > tasks[1].id

@@ -68,8 +68,12 @@ def test_fan_out_of_10k_children_with_one_join() -> None:
     engine = Engine()
     gid = new_group(engine)
     fan = [TaskSpec(f"f{i}", "c", child_id=f"f{i}", pseudo_parents=("root",)) for i in range(FAN)]
-    join = TaskSpec("join", "j", child_id="join", pseudo_parents=tuple(s.name for s in fan))
-    tasks, _ = engine.create_tasks(gid, [TaskSpec("root", "c", child_id="root"), *fan, join], T0)
+    join = TaskSpec(
+        name="join", channel="j", child_id="join", pseudo_parents=tuple(s.name for s in fan)
+    )
+    tasks, _ = engine.create_tasks(
+        gid, [TaskSpec(name="root", channel="c", child_id="root"), *fan, join], T0
+    )
     root, joined = tasks[0], tasks[-1]
     assert len(root.children or ()) == FAN and joined.pending_parents == FAN
     (got,), _ = engine.acquire("c", "w", T0, 60.0)
@@ -91,7 +95,9 @@ def test_cycle_through_100k_entries_is_found_and_creates_nothing() -> None:
     engine = Engine()
     gid = new_group(engine)
     specs = _chain(N)
-    specs[0] = TaskSpec("n0", "c", child_id="n0", pseudo_parents=(f"n{N - 1}",))  # close the ring
+    specs[0] = TaskSpec(
+        name="n0", channel="c", child_id="n0", pseudo_parents=(f"n{N - 1}",)
+    )  # close the ring
     with pytest.raises(Invalid, match="cycle") as info:
         engine.create_tasks(gid, specs, T0)
     assert info.value.field == "[0]._parent_ids"
