@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 
@@ -355,8 +355,13 @@ def _api_renderer() -> Callable[..., dict[str, Any]]:
     return compile_function("task_to_api", src, {"fmt": format_time, "STATUS_TEXT": _STATUS_TEXT})
 
 
-task_to_api: Callable[[Task, Status, bool, float | None], dict[str, Any]]
-task_to_api = _api_renderer()
+class _Renderer(Protocol):
+    def __call__(
+        self, task: Task, status: Status, paused: bool, run_after: float | None = None
+    ) -> dict[str, Any]: ...
+
+
+task_to_api: _Renderer = _api_renderer()
 task_to_api.__doc__ = """``task_to_api(task, status, paused, run_after=None)``: the Task object of
 the API (:data:`API_ORDER`), generated from the field table. ``paused`` is the group's;
 ``run_after`` is the one a client sees (its workgroup's cool-off may reach further)."""

@@ -14,21 +14,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from msgspec.structs import replace as copy_struct
-
-from crew_aio import keys
+from crew_aio import bulk, keys
 from crew_aio import protocol as p
+from crew_aio.bulk import Bulk, Listing
 from crew_aio.clock import Clock
 from crew_aio.commit import Barrier, Store
 from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
-from crew_aio.engine.state import STEP, Steps
-from crew_aio.errors import Conflict, Invalid, NotFound, StoreUnavailable, TooLarge
+from crew_aio.engine.state import Steps
+from crew_aio.errors import Conflict, Invalid, NotFound, TooLarge
 from crew_aio.model import (
     Status,
     Task,
@@ -39,6 +37,7 @@ from crew_aio.model import (
     task_to_api,
     task_to_record,
 )
+from crew_aio.recovery import Recovery
 
 __all__ = ["Limits", "Listing", "Service", "Staged"]
 
@@ -48,8 +47,6 @@ R = TypeVar("R")
 log = logging.getLogger("crew_aio.service")
 _read_prototype = prototype_reader(p.TaskChildBody)  # a body's given fields → a prototype Task
 CLOCK_MARK_EVERY = 1.0  # seconds between stores of the clock mark (only when something changes)
-SNAPSHOT_CHUNK = 2000  # tasks a listing copies between two yields to the loop
-STAGE_CHUNK = 2000  # task records a big change encodes and stages between two yields
 Json = dict[str, Any]
 Idempotency = tuple[str, str] | None  # (Idempotency-Key, fingerprint of the request)
 
@@ -78,23 +75,6 @@ class Limits:
     max_tasks_per_request: int = 100_000
     max_parents_per_task: int = 10_000
     max_children_per_release: int = 10_000
-
-
-class Listing:
-    """Tasks as they were when listed, rendered on demand in chunks of ``CHUNK``."""
-
-    CHUNK = 500
-
-    def __init__(self, items: list[tuple[Task, Status, bool, float | None]]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def chunks(self) -> Iterator[list[Json]]:
-        items = self.items
-        for i in range(0, len(items), self.CHUNK):
-            yield [task_to_api(*item) for item in items[i : i + self.CHUNK]]
 
 
 class _Poll:
@@ -147,58 +127,34 @@ class Service:
         self.draining = False
         self._id_staged = engine.last_id  # the id mark staged last (or loaded)
         self._clock_staged = engine.clock_mark  # the clock mark staged last (or loaded)
-        self.reload = reload
-        self.rebuilding: asyncio.Task[None] | None = None
-        self.step = STEP  # tasks an operation on a whole group handles between two yields
-        self._group_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
-        self.on_reset: list[Callable[[], None]] = []  # told when the engine is to be rebuilt
-        store.on_failure = self._store_failed
+        self.bulk = Bulk(self)  # operations on many tasks, a slice at a time
+        self.recovery = Recovery(self, reload)  # after a failed commit: 503, then reload
+        self.check_available = self.recovery.check_available
+        self.on_reset = self.recovery.on_reset  # told when the engine is to be rebuilt
 
-    # failed commits ------------------------------------------------------------------------
-    def check_available(self) -> None:
-        """Refuse work while the engine is being rebuilt after a failed commit."""
-        if self.rebuilding is not None:
-            raise StoreUnavailable("a commit failed: the server is reloading what was committed")
+    @property
+    def rebuilding(self) -> asyncio.Task[None] | None:
+        """The reload under way after a failed commit (None: the service takes work)."""
+        return self.recovery.rebuilding
 
-    def _store_failed(self, exc: BaseException) -> None:
-        """A commit failed and its writes were dropped: what memory holds is no longer what was
-        acknowledged. Everything waiting hears 503 now; the engine is rebuilt from the store as
-        soon as it commits again."""
-        if self.rebuilding is not None or self.reload is None:
-            return
-        log.error("a commit failed: reloading the state from the store once it commits again",
-                  extra={"event": "store.failed", "error": str(exc)})  # fmt: skip
-        self.rebuilding = asyncio.get_running_loop().create_task(
-            self._rebuild(), name="crew_aio.rebuild"
-        )
+    @property
+    def step(self) -> int:
+        """Tasks an operation on a whole group handles between two yields to the loop."""
+        return self.bulk.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.bulk.step = value
+
+    def refuse_waiters(self) -> None:
+        """A commit failed: every long poll ends now (answered 503 by its caller)."""
         for poll in list(self._polls):
             poll.flush()
-        for hook in self.on_reset:
-            hook()
 
-    async def _rebuild(self) -> None:
-        assert self.reload is not None
-        delay = 0.1
-        try:
-            while True:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                if not await self.store.recover():
-                    continue
-                try:
-                    engine = await self.reload()
-                except Exception:
-                    log.exception("reloading the state failed", extra={"event": "store.reload"})
-                    continue
-                self.engine = engine
-                self._id_staged, self._clock_staged = engine.last_id, engine.clock_mark
-                break
-        finally:
-            self.rebuilding = None
-        log.info("reloaded the committed state", extra={"event": "store.recovered",
-                                                         "tasks": len(engine.tasks)})  # fmt: skip
+    def install(self, engine: Engine) -> None:
+        """Serve from ``engine``, rebuilt from what the store committed."""
+        self.engine = engine
+        self._id_staged, self._clock_staged = engine.last_id, engine.clock_mark
         if not self.draining:
             self.dispatcher.run(list(engine.ready))
 
@@ -209,11 +165,13 @@ class Service:
             poll.flush()
 
     # plumbing ----------------------------------------------------------------------------
-    def _stage(self, change: Change) -> None:
-        self._stage_tasks(change.tasks)
-        self._stage_rest(change)
+    def stage(self, change: Change) -> None:
+        """Write what ``change`` touched to the store (staged: committed by the next group
+        commit) and tell the listeners."""
+        self.stage_tasks(change.tasks)
+        self.stage_rest(change)
 
-    def _stage_tasks(self, ids: Iterable[str]) -> None:
+    def stage_tasks(self, ids: Iterable[str]) -> None:
         engine, store = self.engine, self.store
         for tid in ids:
             t = engine.tasks.get(tid)
@@ -222,31 +180,7 @@ class Service:
             else:
                 store.put(keys.task_key(tid), task_to_record(t))
 
-    async def _stage_sliced(self, change: Change) -> None:
-        """:meth:`_stage` for a change of many tasks: their records are encoded and staged
-        STAGE_CHUNK at a time, yielding to the loop between, under a store hold, so the change
-        is still committed whole (200,000 records held the loop ~1.6 s)."""
-        if len(change.tasks) <= STAGE_CHUNK:
-            self._stage(change)
-            return
-        self.store.hold()
-        try:
-            ids = list(change.tasks)
-            for start in range(0, len(ids), STAGE_CHUNK):
-                if start:
-                    await asyncio.sleep(0)
-                self._stage_tasks(ids[start : start + STAGE_CHUNK])
-            self._stage_rest(change)
-        finally:
-            self.store.release()
-
-    async def _done_sliced(self, change: Change, answer: T) -> T:
-        """:meth:`_done` for a change that may touch many tasks."""
-        await self._stage_sliced(change)
-        await self.store.sync()
-        return answer
-
-    def _stage_rest(self, change: Change) -> None:
+    def stage_rest(self, change: Change) -> None:
         engine, store = self.engine, self.store
         for gid in change.groups:
             g = engine.groups.get(gid)
@@ -289,7 +223,7 @@ class Service:
 
     def _staged(self, change: Change, answer: T) -> Staged[T]:
         if change:
-            self._stage(change)
+            self.stage(change)
         return Staged(answer, self.store.barrier())
 
     def barrier(self) -> Barrier:
@@ -337,16 +271,6 @@ class Service:
         now = self.clock.now()
         return task_to_api(t, engine.status(t, now), paused, engine.run_after_of(t, now))
 
-    def _snapshot(self, tasks: list[Task], now: float) -> Listing:
-        """Tasks as they are now (shallow copies), to render later."""
-        engine, groups = self.engine, self.engine.groups
-        status, run_after = engine.status, engine.run_after_of
-        items = [
-            (copy_struct(t), status(t, now), groups[t.group_id].is_paused, run_after(t, now))
-            for t in tasks
-        ]
-        return Listing(items)
-
     def group_json(self, g: TaskGroup) -> Json:
         e = self.engine
         return group_to_api(g, e.group_counts(g.id, self.clock.now()), e.group_progress(g.id))
@@ -392,65 +316,33 @@ class Service:
 
     async def list_groups(self, limit: int | None, skip: int) -> list[Json]:
         groups = self.engine.list_groups(limit, skip)
-        return await self._done(Change(), [await self._group_json(g) for g in groups])
+        return await self._done(Change(), [await self.bulk.group_json(g) for g in groups])
 
     async def count_groups(self) -> Json:
         return await self._done(Change(), {"count": len(self.engine.groups)})
 
     async def get_group(self, group_id: str) -> Json:
-        return await self._done(Change(), await self._group_json(self.engine.group(group_id)))
+        return await self._done(Change(), await self.bulk.group_json(self.engine.group(group_id)))
 
     async def update_group(self, group_id: str, body: p.UpdateGroupBody) -> Json:
         name = None if isinstance(body.name, p.UnsetType) else body.name
         group, ch = self.engine.update_group(group_id, self.clock.now(), name=name)
-        return await self._done(ch, await self._group_json(group))
-
-    # operations on a whole group: a slice at a time (steps), one at a time per group (lock),
-    # committed whole (store hold) ---------------------------------------------------------
-    async def _sliced(self, group_id: str, steps: Callable[[], Steps[tuple[R, Change]]]) -> R:
-        """Run an engine operation a slice at a time, letting other requests run between
-        slices, and stage it; no commit starts until it is all staged."""
-        async with self._lock(group_id):
-            self.check_available()
-            self.store.hold()
-            try:
-                result, ch = await self._drive(steps())
-                await self._stage_sliced(ch)
-            finally:
-                self.store.release()
-        await self.store.sync()
-        return result
-
-    @staticmethod
-    async def _drive(steps: Steps[R]) -> R:
-        while True:
-            try:
-                next(steps)
-            except StopIteration as stop:
-                result: R = stop.value
-                return result
-            await asyncio.sleep(0)
-
-    def _lock(self, group_id: str) -> asyncio.Lock:
-        lock = self._group_locks.get(group_id)
-        if lock is None:
-            lock = self._group_locks[group_id] = asyncio.Lock()
-        return lock
+        return await self._done(ch, await self.bulk.group_json(group))
 
     async def pause_group(self, group_id: str, paused: bool) -> Json:
         now = self.clock.now()
-        group = await self._sliced(
+        group = await self.bulk.run(
             group_id,
             lambda: self.engine.update_group_steps(group_id, now, is_paused=paused, step=self.step),
         )
-        return await self._group_json(group)
+        return await self.bulk.group_json(group)
 
     async def delete_group(self, group_id: str) -> Json:
         """MongoDB's answer, as Crew gives it: deleting a group that is not there deletes 0."""
         if group_id not in self.engine.groups:
             return await self._done(Change(), {"acknowledged": True, "deletedCount": 0})
         now = self.clock.now()
-        await self._sliced(
+        await self.bulk.run(
             group_id, lambda: self.engine.delete_group_steps(group_id, now, self.step)
         )
         return {"acknowledged": True, "deletedCount": 1}
@@ -461,71 +353,19 @@ class Service:
     async def retry_group(self, group_id: str, body: p.AttemptsBody) -> Json:
         now = self.clock.now()
         group, ch = self.engine.retry_group(group_id, body.attempts(2), now)
-        await self._done_sliced(ch, None)
-        return await self._group_json(group)
+        await self.bulk.stage(ch)
+        await self.store.sync()
+        return await self.bulk.group_json(group)
 
     async def reset_group(self, group_id: str, body: p.AttemptsBody) -> Json:
         now, attempts = self.clock.now(), body.attempts(5)
-        group = await self._sliced(
+        group = await self.bulk.run(
             group_id, lambda: self.engine.reset_group_steps(group_id, now, attempts, self.step)
         )
-        return await self._group_json(group)
-
-    async def _group_json(self, g: TaskGroup) -> Json:
-        """:meth:`group_json`; a big group's counts are taken a slice at a time."""
-        ids = list(self.engine.group_tasks.get(g.id, ()))
-        if len(ids) <= STEP:
-            return self.group_json(g)
-        counts = dict.fromkeys((s.value for s in Status), 0)
-        done = total = 0.0
-        for start in range(0, len(ids), STEP):
-            if start:
-                await asyncio.sleep(0)
-            now, tasks = self.clock.now(), self.engine.tasks
-            for tid in ids[start : start + STEP]:
-                t = tasks.get(tid)
-                if t is not None:
-                    counts[self.engine.status(t, now)] += 1
-                    total += t.progress_weight
-                    done += t.progress_weight if t.is_complete else 0.0
-        return group_to_api(g, counts, done / total if total > 0 else 0.0)
+        return await self.bulk.group_json(group)
 
     async def group_tasks(self, group_id: str, limit: int | None, skip: int) -> Listing:
-        return await self._listing_of(self.engine.group_task_ids(group_id, limit, skip))
-
-    async def _listing_of(self, ids: list[str]) -> Listing:
-        """:meth:`_listing` of task ids, looked up a chunk at a time."""
-        if len(ids) <= SNAPSHOT_CHUNK:
-            tasks = self.engine.tasks
-            return await self._listing([tasks[tid] for tid in ids if tid in tasks])
-        items: list[tuple[Task, Status, bool, float | None]] = []
-        for start in range(0, len(ids), SNAPSHOT_CHUNK):
-            if start:
-                await asyncio.sleep(0)
-            tasks = self.engine.tasks  # a task deleted meanwhile is left out
-            part = [tasks[tid] for tid in ids[start : start + SNAPSHOT_CHUNK] if tid in tasks]
-            items += self._snapshot(part, self.clock.now()).items
-        await self.store.sync()
-        return Listing(items)
-
-    async def _listing(self, tasks: list[Task]) -> Listing:
-        """Shallow copies of the tasks with their statuses, durable like every answer; rendered
-        later chunk by chunk. The copies are taken SNAPSHOT_CHUNK at a time, yielding between:
-        a listing of 200,000 tasks holds the loop for no chunk longer than a few ms, and shows
-        each task as it was at one moment during the request."""
-        if len(tasks) <= SNAPSHOT_CHUNK:
-            listing = self._snapshot(tasks, self.clock.now())
-        else:
-            items: list[tuple[Task, Status, bool, float | None]] = []
-            for start in range(0, len(tasks), SNAPSHOT_CHUNK):
-                if start:
-                    await asyncio.sleep(0)
-                alive = self.engine.tasks  # a task deleted meanwhile is left out
-                part = [t for t in tasks[start : start + SNAPSHOT_CHUNK] if t.id in alive]
-                items += self._snapshot(part, self.clock.now()).items
-            listing = Listing(items)
-        await self.store.sync()
-        return listing
+        return await self.bulk.listing_of(self.engine.group_task_ids(group_id, limit, skip))
 
     def check_batch(self, count: int) -> None:
         if count > self.limits.max_tasks_per_request:
@@ -558,7 +398,7 @@ class Service:
         snapshot as created and rendered a chunk at a time after the commit."""
         again = self._recall(key, "tasks")
         if again is not None:
-            return await self._listing(self._existing(again))
+            return await self.bulk.listing(self._existing(again))
         self.check_batch(len(bodies))
         chunk = Listing.CHUNK
         specs: list[TaskSpec] = []
@@ -574,17 +414,17 @@ class Service:
             # (a client's retry after a timeout) gets the first try's tasks, not a second set
             again = self._recall(key, "tasks")
             if again is not None:
-                return self._snapshot(self._existing(again), self.clock.now()), Change()
+                return self.bulk.snapshot(self._existing(again), self.clock.now()), Change()
             tasks, ch = yield from self.engine.create_tasks_steps(group_id, specs, now, self.step)
             self._remember(ch, key, "tasks", tuple(t.id for t in tasks), now)
             items: list[tuple[Task, Status, bool, float | None]] = []
-            for start in range(0, len(tasks), SNAPSHOT_CHUNK):  # the tasks as created
+            for start in range(0, len(tasks), bulk.SNAPSHOT_CHUNK):  # the tasks as created
                 if start:
                     yield
-                items += self._snapshot(tasks[start : start + SNAPSHOT_CHUNK], now).items
+                items += self.bulk.snapshot(tasks[start : start + bulk.SNAPSHOT_CHUNK], now).items
             return Listing(items), ch
 
-        return await self._sliced(group_id, steps)
+        return await self.bulk.run(group_id, steps)
 
     def spec(self, body: p.CreateTaskBody, index: int) -> TaskSpec:
         """A validated request entry → the engine's TaskSpec."""
@@ -643,7 +483,7 @@ class Service:
         return await self._done(Change(), self.engine.channels())
 
     async def channel_tasks(self, channel: str, limit: int | None, skip: int) -> Listing:
-        return await self._listing_of(self.engine.channel_task_ids(channel, limit, skip))
+        return await self.bulk.listing_of(self.engine.channel_task_ids(channel, limit, skip))
 
     def lease_json(self, t: Task) -> Json:
         parents = [
@@ -665,7 +505,7 @@ class Service:
             leases = [self.lease_json(t) for t in tasks]
         else:
             if ch:
-                self._stage(ch)
+                self.stage(ch)
             ch, leases = Change(), await self._poll(channel, body, lease, wait)
         try:
             return await self._done(ch, leases)
@@ -697,7 +537,7 @@ class Service:
             task = lease["task"]
             ch = self.engine.return_lease(task["_id"], task["leaseId"], self.clock.now())
             if ch:
-                self._stage(ch)
+                self.stage(ch)
 
     def _lease_for(self, channel: str, waiter: Waiter, count: int) -> list[Json]:
         """The dispatcher's way to lease for a waiter: engine, stage, render."""
@@ -706,7 +546,7 @@ class Service:
         )
         leases = [self.lease_json(t) for t in tasks]
         if ch:
-            self._stage(ch)
+            self.stage(ch)
         return leases
 
     def release(self, task_id: str, body: p.ReleaseBody) -> Staged[Json]:
@@ -748,7 +588,7 @@ class Service:
         expired = self.engine.expired_groups(now - older_than_seconds)[:limit]
         for gid in expired:
             if gid in self.engine.groups:
-                await self._sliced(gid, functools.partial(self._delete_steps, gid, now))
+                await self.bulk.run(gid, functools.partial(self._delete_steps, gid, now))
         await self.store.sync()
         if expired:
             log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crew_aio.engine import Engine, TaskSpec
+from crew_aio.model import Change
 
 NOW = 1000.0
 
@@ -42,7 +43,7 @@ def test_sliced_operations_interleaved_keep_their_own_changes() -> None:
     b_tasks, _ = engine.create_tasks(b.id, [spec(f"b{i}") for i in range(10)], NOW)
     delete = engine.delete_group_steps(a.id, NOW + 1, step=3)
     reset = engine.reset_group_steps(b.id, NOW + 1, 5, step=3)
-    results = {}
+    results: dict[str, tuple[object, Change]] = {}
     between = []
     while len(results) < 2:
         for name, steps in (("delete", delete), ("reset", reset)):
@@ -71,8 +72,6 @@ def test_an_operation_called_by_another_joins_its_change() -> None:
 
 
 def test_a_change_left_open_is_caught_by_the_next_operation() -> None:
-    from crew_aio.model import Change
-
     engine = Engine()
     engine._ch = Change()  # as if an operation had forgotten to close its change
     with pytest.raises(RuntimeError, match="left its change open"):

@@ -4,7 +4,7 @@ to it here."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import pytest
@@ -58,9 +58,11 @@ def test_the_documented_answer_is_the_rendered_one() -> None:
 
 def test_a_record_holds_every_stored_field_and_no_runtime_one() -> None:
     stored = [f for f in TASK_FIELDS if not f.has(RUNTIME)]
-    values = {"id": "x", "group_id": "g", "name": "n", "channel": "c", "errors": ["e"],
-              "parent_ids": ("p",), "children": ["z"], "pending_parents": 3, "queued": True,
-              "lease_filed": 9.0}  # fmt: skip
+    values: dict[str, Any] = {
+        "id": "x", "group_id": "g", "name": "n", "channel": "c", "errors": ["e"],
+        "parent_ids": ("p",), "children": ["z"], "pending_parents": 3, "queued": True,
+        "lease_filed": 9.0,
+    }  # fmt: skip
     for f in stored:
         if f.attr not in values:
             values[f.attr] = 7 if isinstance(f.default, bool | int | float) else "v"
