@@ -26,7 +26,7 @@ def cpu_seconds(pid: int) -> float:
 async def main(sockets: int, channels: int, seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data")
-        url, _ = server.start()
+        url = server.start()
         assert server.proc is not None
         names = [f"ch{i}" for i in range(channels)]
         connector = aiohttp.TCPConnector(limit=0)  # one connection per socket, no pool cap
@@ -45,7 +45,7 @@ async def main(sockets: int, channels: int, seconds: float) -> None:
                 lag = (await resp.json())["loopLag"]
             for ws in peers:
                 await ws.close()
-        server.stop()
+        server.terminate()
     share = 100 * (cpu1 - cpu0) / (t1 - t0)
     print(f"{sockets} idle sockets x {channels} channels: server CPU {share:.1f} % of a core, "
           f"event-loop lag p99 {lag['p99Ms']} ms, max {lag['maxMs']} ms")  # fmt: skip

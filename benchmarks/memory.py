@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks._server import ServerProcess
+from crew_aio import keys
 from crew_aio.engine import Engine, TaskSpec
 from crew_aio.store import SqliteStore
 
@@ -40,7 +41,7 @@ async def persist(engine: Engine, path: Path) -> int:
     store = SqliteStore.open(path)
     await store.start()
     count = 0
-    for key, record in engine.records():
+    for key, record in keys.records_of(engine):
         store.put(key, record)
         count += 1
         if count % 20_000 == 0:
@@ -66,11 +67,12 @@ def main() -> None:
             f"in {time.perf_counter() - t0:.1f} s"
         )
         server = ServerProcess(data)
-        url, seconds = server.start(timeout=600)
+        url = server.start(timeout=600)
+        seconds = server.ready_seconds
         with urllib.request.urlopen(f"{url}/api/v1/channels") as resp:
             total = sum(c["totalCount"] for c in __import__("json").load(resp))
         rss = server.rss_mib()
-        code = server.stop()
+        code = server.terminate()
         print(f"memory: restart with {total:,} tasks: listening after {seconds:.2f} s "
               f"(target <= 15 s)")  # fmt: skip
         print(

@@ -90,11 +90,11 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data")
-        url, _ = server.start()
+        url = server.start()
         try:
             asyncio.run(run(url, args.batches, args.cycles, args.clients))
         finally:
-            server.stop()
+            server.terminate()
 
 
 if __name__ == "__main__":

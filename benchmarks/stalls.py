@@ -79,7 +79,7 @@ async def fill(session: aiohttp.ClientSession, url: str, gid: str, n: int, wg: s
 async def main(tasks: int, create: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data")
-        url, _ = server.start()
+        url = server.start()
         rows: list[tuple[str, float, float]] = []
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(timeout=timeout) as s:
@@ -123,7 +123,7 @@ async def main(tasks: int, create: int) -> None:
             ):
                 took, worst = await measured(url, op)
                 rows.append((name, took, worst))
-        server.stop()
+        server.terminate()
     print(f"{'operation':<62} {'took s':>8} {'worst stall ms':>15}")
     for name, took, worst in rows:
         print(f"{name:<62} {took:>8.2f} {worst * 1000:>15.0f}")

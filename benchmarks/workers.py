@@ -150,7 +150,7 @@ async def server_and_workers(
 ) -> AsyncIterator[tuple[ServerProcess, WorkerProcs, Client]]:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data")
-        url, _ = server.start()
+        url = server.start()
         workers = WorkerProcs(Path(tmp), url, channel, n, concurrency, poll, prefetch)
         try:
             async with Client(url) as client:
@@ -161,7 +161,7 @@ async def server_and_workers(
             await workers.stop()
             if server.proc is not None and server.proc.poll() is None:
                 try:
-                    server.stop()
+                    server.terminate()
                 except subprocess.TimeoutExpired:
                     server.proc.kill()
                     server.proc.wait()

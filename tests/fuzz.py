@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url is not None:
         report = fuzz(args.url.rstrip("/"), args.examples, args.seed)
     else:
-        from tests.e2e.conftest import Server
+        from tests.support.server import Server
 
         with tempfile.TemporaryDirectory() as tmp:
             server = Server(Path(tmp) / "data", *SERVER_FLAGS)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.support.server import Server
 
 NPM_DIR = Path(__file__).resolve().parent / "crew_npm"
 SCENARIO_JS = NPM_DIR / "scenario.js"

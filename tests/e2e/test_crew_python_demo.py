@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import Server
 from tests.e2e.crew_demo_worker import Call, DemoWorker, Journal, WorkerGroup, WorkerOutput
+from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
 

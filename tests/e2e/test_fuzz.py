@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import Server
 from tests.fuzz import SERVER_FLAGS, fuzz
+from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
 LIMITS = ("--head-timeout", "1", "--body-timeout", "1", "--idle-timeout", "1.5")

@@ -28,8 +28,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.e2e.conftest import Server
-from tests.sdk.conftest import free_port
+from tests.support import wait
+from tests.support.server import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = "/api/v1"
@@ -69,7 +69,7 @@ class Crew:
 
     def __init__(self, root: Path, *extra: str) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self.server = Server(root / "data", "--port", str(free_port()), *extra)
+        self.server = Server(root / "data", *extra, port=free_port())
         self.kills = 0
         _ALIVE.append(self)
         self.lags: list[float] = []  # loopLag p99 (ms) read from /healthz before kills and at end
@@ -574,13 +574,6 @@ class SdkWorkers:
 
 
 async def eventually(check: Callable[[], Any], limit: float, step: float = 0.05) -> Any:
-    """Poll the coroutine function ``check`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + limit
-    while True:
-        with contextlib.suppress(*NETWORK):
-            got = await check()
-            if got:
-                return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {limit} s")
-        await asyncio.sleep(step)
+    """Poll the coroutine function ``check`` until it returns something truthy (bounded); a
+    network error (the server is down or restarting) counts as not yet."""
+    return await wait.eventually(check, limit, step, ignore=NETWORK)

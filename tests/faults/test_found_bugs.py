@@ -17,6 +17,7 @@ from crew_aio.app import create_app
 from crew_aio.clock import SystemClock
 from crew_aio.config import Settings
 from crew_aio.store import MemoryStore
+from tests.support.wait import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -48,11 +49,7 @@ class GatedStore(MemoryStore):
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not reached within 5 s")
+    await eventually(predicate, 5, 0.01)
 
 
 async def test_a_pushed_task_waits_for_the_commit_of_its_own_lease(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from blockbuster import blockbuster_ctx
 from crew_aio.app import create_app
 from crew_aio.clock import FakeClock
 from crew_aio.config import Settings
+from tests.support.wait import eventually
 
 T0 = 1_800_000_000.0
 
@@ -55,6 +56,16 @@ class Api:
 
 
 ApiFactory = Callable[..., Awaitable[Api]]
+
+
+async def until_healthy(api: Api) -> None:
+    """Wait until ``GET /healthz`` answers 200 (after a failed commit: until the store commits
+    again and the committed state is reloaded)."""
+
+    async def healthy() -> bool:
+        return (await api.client.get("/healthz")).status == 200
+
+    await eventually(healthy, 10, 0.05, what="the server did not recover")
 
 
 @pytest.fixture

@@ -414,9 +414,9 @@ async def test_a_big_snapshot_is_copied_in_chunks_and_leaves_out_deleted_tasks(
 ) -> None:
     """Past SNAPSHOT_CHUNK tasks the copies are taken a chunk at a time, yielding between (a
     200,000-task listing held the loop 0.3 s); a task deleted meanwhile is left out."""
-    from crew_aio import service as service_module
+    from crew_aio import bulk as bulk_module
 
-    monkeypatch.setattr(service_module, "SNAPSHOT_CHUNK", 3)
+    monkeypatch.setattr(bulk_module, "SNAPSHOT_CHUNK", 3)
     gid = await api.group()
     created = await api.post(f"{V1}/task_group/{gid}/tasks",
                              [{"name": f"t{i}", "channel": "c"} for i in range(8)])  # fmt: skip

@@ -15,7 +15,7 @@ from crew_aio import ws_hub
 from crew_aio.app import create_app
 from crew_aio.config import Settings
 from crew_aio.store import MemoryStore
-from tests.integration.conftest import Api, ApiFactory
+from tests.integration.conftest import Api, ApiFactory, until_healthy
 
 V1 = "/api/v1"
 WS = f"{V1}/ws"
@@ -237,14 +237,6 @@ async def on_memory(tmp_path: Any, clock: Any) -> AsyncIterator[tuple[Api, Memor
         await client.close()
 
 
-async def healthy(api: Api) -> None:
-    for _ in range(200):
-        if (await api.client.get("/healthz")).status == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the server did not recover")
-
-
 async def test_a_failed_commit_announces_nothing_and_closes_the_sockets(
     on_memory: tuple[Api, MemoryStore],
 ) -> None:
@@ -259,7 +251,7 @@ async def test_a_failed_commit_announces_nothing_and_closes_the_sockets(
     closing = await ws.receive(timeout=3)
     assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1013
     store.fail_commits(None)
-    await healthy(api)
+    await until_healthy(api)
     assert await api.get(f"{V1}/task_group/{gid}/tasks") == []  # 503 meant not done
     ws = await subscribe(api)
     await nothing(ws, 0.2)
@@ -286,7 +278,7 @@ async def test_a_release_whose_commit_failed_can_be_sent_again(
     closing = await ws.receive(timeout=3)
     assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1013
     store.fail_commits(None)
-    await healthy(api)
+    await until_healthy(api)
     again = await api.get(f"{V1}/task/{task['_id']}")
     assert again["status"] == "leased" and again["leaseId"] == task["leaseId"]
     ws = await api.client.ws_connect(WS)

@@ -4,8 +4,7 @@ or ``crew-aio serve`` as a subprocess for restarts. Nothing is mocked."""
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from crew_aio.client import Client
 from crew_aio.clock import SystemClock
 from crew_aio.config import Settings
 from crew_aio.worker import Worker, run_workers
-from tests.e2e.conftest import Server
+from tests.support.server import Server, free_port
 
 
 @pytest.fixture
@@ -65,28 +64,10 @@ class Running:
         await asyncio.wait_for(self.task, 15)
 
 
-async def eventually(
-    predicate: Callable[[], Awaitable[bool]], limit: float = 10.0, step: float = 0.02
-) -> None:
-    """Wait until ``predicate()`` holds (a bounded loop: tests never hang)."""
-    for _ in range(int(limit / step)):
-        if await predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"not true within {limit} s: {predicate}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def subprocess_server(tmp_path: Path) -> Iterator[Server]:
     """``crew-aio serve`` on a fixed free port, so a restart comes back at the same address."""
-    srv = Server(tmp_path / "data", "--port", str(free_port()))
+    srv = Server(tmp_path / "data", port=free_port())
     yield srv
     srv.kill()
 

@@ -13,8 +13,9 @@ import pytest
 
 from crew_aio.client import Client
 from crew_aio.worker import Worker
-from tests.e2e.conftest import Server
-from tests.sdk.conftest import Running, eventually
+from tests.sdk.conftest import Running
+from tests.support.server import Server
+from tests.support.wait import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,8 @@ from crew_aio.clock import SystemClock
 from crew_aio.config import Settings
 from crew_aio.worker import Worker
 from crew_aio.ws_hub import HUB
-from tests.sdk.conftest import Running, eventually
+from tests.sdk.conftest import Running
+from tests.support.wait import eventually
 
 Json = dict[str, Any]
 

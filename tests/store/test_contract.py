@@ -11,6 +11,7 @@ import pytest
 
 from crew_aio.errors import StoreUnavailable
 from tests.store.conftest import Harness, MemoryHarness
+from tests.support.wait import eventually
 
 
 def contents(store: Any) -> dict[str, Any]:
@@ -31,12 +32,8 @@ def hold_commits(store: Any) -> asyncio.Event:
 
 
 async def until(condition: Callable[[], object]) -> None:
-    """Let the loop run until `condition()` holds."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
+    """Let the loop run until `condition()` holds (retried at each turn of the loop)."""
+    await eventually(condition, 5, 0)
 
 
 async def spin(turns: int = 20) -> None:

@@ -8,10 +8,9 @@ oracle predicts every acquire, so a task that is lost from the indexes fails the
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections import deque
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hypothesis.strategies as st
@@ -29,25 +28,48 @@ CHANNELS = ("a", "b")
 WORKERS = ("w1", "w2")
 KEYS = (None, "k1", "k1", "k2", 7)  # Crew keeps a numeric key (an ad-account id) as a number
 
-# One TaskChild entry is drawn as a single integer, mixed, and decoded by _Digits: much cheaper
-# to generate than a tuple of strategies; `note` prints the decoded specs of a failing run.
-BATCH = st.lists(st.integers(0, 2**32), min_size=1, max_size=4)
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The choices for one TaskChild entry, resolved against the machine's state by
+    ``_specs``. Each is drawn by its own strategy whose simplest value comes first (no parent,
+    no key, no delay...), so a failing run shrinks to plain tasks and the few choices that
+    matter; repeated options weight the draw."""
+
+    mode: str  # "none": a root; "earlier": a child of the earlier entries in `mask`; "bad"
+    mask: int
+    bad: int  # the bad pseudo-parent: itself, a later entry, or an unknown one
+    real: int  # 1..2n (n tasks in the group): one of them as a real parent; else none
+    foreign: bool  # also a task of another group (the batch is refused)
+    foreign_index: int
+    channel: str
+    key: Any
+    workgroup: str | None
+    priority: int
+    attempts: int
+    error_delay: float
+    offset: float | None  # runAfter = now + offset
+    is_seed: bool
 
 
-class _Digits:
-    """Mixed-radix decoding of one drawn integer (hashed first: Hypothesis favours small ones)."""
-
-    def __init__(self, value: int) -> None:
-        digest = hashlib.blake2b(value.to_bytes(8, "little"), digest_size=8).digest()
-        self.value = int.from_bytes(digest, "little")
-
-    def pick(self, options: Sequence[Any]) -> Any:
-        self.value, i = divmod(self.value, len(options))
-        return options[i]
-
-    def below(self, n: int) -> int:
-        self.value, i = divmod(self.value, n)
-        return i
+ENTRY = st.builds(
+    Entry,
+    mode=st.sampled_from(["none"] * 3 + ["earlier"] * 5 + ["bad"]),
+    mask=st.integers(0, 15),
+    bad=st.integers(0, 4),
+    real=st.integers(0, 40),
+    foreign=st.sampled_from([False] * 20 + [True]),
+    foreign_index=st.integers(0, 40),
+    channel=st.sampled_from(("a", "a", "b")),
+    key=st.sampled_from(KEYS),
+    workgroup=st.sampled_from([None, "wg"]),
+    priority=st.integers(0, 2),
+    attempts=st.integers(1, 3),
+    error_delay=st.sampled_from([0.0, 5.0, 30.0]),
+    offset=st.sampled_from([None, None, None, -1.0, 7.0]),
+    is_seed=st.booleans(),
+)
+BATCH = st.lists(ENTRY, min_size=1, max_size=4)
 
 
 def records(engine: Engine) -> list[tuple[str, Any]]:
@@ -127,33 +149,29 @@ class EngineMachine(RuleBasedStateMachine):
         in_group = self._group_ids(gid)
         foreign = sorted(set(self.engine.tasks) - set(in_group))
         specs: list[TaskSpec] = []
-        for i, raw in enumerate(entries):
-            e = _Digits(raw)
+        for i, e in enumerate(entries):
             parents: tuple[str, ...] | None = None
-            mode = e.pick(["none"] * 3 + ["earlier"] * 5 + ["bad"])
-            mask = e.below(16)
-            if mode == "earlier" and i > 0:
-                parents = tuple(p for j, p in enumerate(pseudo[:i]) if mask >> j & 1) or None
-            elif mode == "bad":  # itself, a later entry, or an unknown one
-                parents = (e.pick([*pseudo[i:], "missing"]),)
+            if e.mode == "earlier" and i > 0:
+                parents = tuple(p for j, p in enumerate(pseudo[:i]) if e.mask >> j & 1) or None
+            elif e.mode == "bad":  # itself, a later entry, or an unknown one
+                bad = [*pseudo[i:], "missing"]
+                parents = (bad[e.bad % len(bad)],)
             real: tuple[str, ...] = ()
-            pick = e.below(41)
-            if in_group and pick < 2 * len(in_group):
-                real = (in_group[pick % len(in_group)],)
-            if foreign and e.below(21) == 0:
-                real = (*real, foreign[pick % len(foreign)])
-            offset = e.pick([None, None, None, -1.0, 7.0])
+            if in_group and 0 < e.real <= 2 * len(in_group):
+                real = (in_group[(e.real - 1) % len(in_group)],)
+            if foreign and e.foreign:
+                real = (*real, foreign[e.foreign_index % len(foreign)])
             specs.append(
                 TaskSpec(
                     name=f"t{i}",
-                    channel=e.pick(("a", "a", "b")),
-                    key=e.pick(KEYS),
-                    workgroup=e.pick([None, "wg"]),
-                    priority=e.below(3),
-                    remaining_attempts=1 + e.below(3),
-                    error_delay=e.pick([0.0, 5.0, 30.0]),
-                    run_after=None if offset is None else self.now + offset,
-                    is_seed=e.pick([False, True]),
+                    channel=e.channel,
+                    key=e.key,
+                    workgroup=e.workgroup,
+                    priority=e.priority,
+                    remaining_attempts=e.attempts,
+                    error_delay=e.error_delay,
+                    run_after=None if e.offset is None else self.now + e.offset,
+                    is_seed=e.is_seed,
                     child_id=pseudo[i],
                     pseudo_parents=parents,
                     parent_ids=real,
