@@ -2,7 +2,7 @@
 
 * the **record** form is what the store keeps (``t:<id>`` / ``g:<id>``): every persisted field,
   times as epoch seconds;
-* the **API** form is what API.md names (camelCase, ISO-8601 times, derived ``status``).
+* the **API** form is what docs/API.md names (camelCase, ISO-8601 times, derived ``status``).
 
 Runtime-only fields (children, the count of incomplete parents, queue flags) are rebuilt by the
 engine at load and never persisted. Nothing here does I/O or reads the clock.
@@ -55,7 +55,7 @@ Label = str | int | float
 
 
 class Status(enum.StrEnum):
-    """The derived status of a task (API.md ``status``)."""
+    """The derived status of a task (docs/API.md ``status``)."""
 
     WAITING = "waiting"
     READY = "ready"
@@ -102,7 +102,7 @@ class Remembered:
 
     kind: str  # "group" | "task" | "tasks"
     ids: tuple[str, ...]
-    fingerprint: str  # of the request (method, path, body): a reuse for another is refused
+    fingerprint: str  # of the request (path and body): a reuse for another is refused
     at: float
 
 
@@ -370,7 +370,7 @@ the API (:data:`API_ORDER`), generated from the field table. ``paused`` is the g
 def group_to_api(
     group: TaskGroup, counts: dict[str, int] | None = None, progress: float | None = None
 ) -> dict[str, Any]:
-    """The TaskGroup object of API.md; ``counts``/``progress`` when the caller computed them."""
+    """The TaskGroup object (docs/API.md); ``counts``/``progress`` when computed by the caller."""
     out: dict[str, Any] = {
         "_id": group.id,
         "name": group.name,

@@ -7,9 +7,8 @@ over (long-poll REST), releases and heartbeats go over REST (leases outlive the 
 socket is reconnected with exponential backoff + jitter. A server without the WebSocket route
 (404/405, e.g. Crew itself) means long-poll for good.
 
-Graceful stop: the subscription is swapped for one on a channel no task uses (the protocol has
-no ``unsubscribe``); every task pushed before the server's answer still runs, then the socket
-closes once the running tasks are released.
+Graceful stop: the socket sends ``unsubscribe``; every task pushed before the server's
+``unsubscribed`` still runs, then the socket closes once the running tasks are released.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tokens never appear in the server's logs (RELIABILITY.md promise 6), at debug level, plain and
+"""Tokens never appear in the server's logs (docs/RELIABILITY.md), at debug level, plain and
 JSON, whatever the requests carry them in: the header, ``?token=``, a wrong token, the WS URL."""
 
 from __future__ import annotations

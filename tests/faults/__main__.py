@@ -1,4 +1,4 @@
-"""The fault run: every scenario of RELIABILITY.md R1-R8 against real servers, one table.
+"""The fault run: every scenario of docs/RELIABILITY.md R1-R8 against real servers, one table.
 
     .venv/bin/python -m tests.faults --quick     # the sizes the default test suite runs (~1 min)
     .venv/bin/python -m tests.faults --full      # R1: 10,000 tasks, 20 kills; all larger (~6 min)

@@ -1,4 +1,4 @@
-"""The fault scenarios R1-R7 of RELIABILITY.md, each a coroutine returning an :class:`Outcome`.
+"""The fault scenarios R1-R7 of docs/RELIABILITY.md, each a coroutine returning an :class:`Outcome`.
 
 Each takes a scratch directory and its sizes; ``test_faults.py`` runs them at the quick sizes,
 ``python -m tests.faults --full`` at the large ones (see ``__main__.py``).
@@ -895,7 +895,7 @@ async def _r7_whole(api: Api, gid: str, report: Report, when: str) -> None:
 async def r7_storage_fault(root: Path, fault_kind: str, tasks: int = 300, hold: float = 2.0,
                            kill_mid: bool = False, bound: float = 2.0) -> Outcome:  # fmt: skip
     """R7: the store cannot commit (locked / disk full) during a release storm: each release
-    is answered 503 within ``bound`` s (RELIABILITY.md: 2 s), no partial release is ever on
+    is answered 503 within ``bound`` s (docs/RELIABILITY.md: 2 s), no partial release is ever on
     disk, writes resume without a restart, nothing acknowledged is lost (checked after a final
     kill -9). ``kill_mid`` also kills the server while the fault lasts."""
     from tests.faults.storage import Fault, FsizeFault, LockFault, TmpfsFault

@@ -1,4 +1,4 @@
-"""R1-R7 of RELIABILITY.md at quick sizes, each against real ``crew-aio serve`` processes.
+"""R1-R7 of docs/RELIABILITY.md at quick sizes, each against real ``crew-aio serve`` processes.
 
 The same scenarios run larger with ``python -m tests.faults --full`` (see ``__main__.py``).
 R8 is covered by tests/store/test_sqlite.py and tests/e2e/test_process.py, R9 by

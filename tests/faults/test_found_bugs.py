@@ -53,7 +53,7 @@ async def _until(predicate: Callable[[], bool]) -> None:
 
 
 async def test_a_pushed_task_waits_for_the_commit_of_its_own_lease(tmp_path: Path) -> None:
-    """API.md: "a pushed task is sent only after every change it depends on is committed".
+    """docs/API.md: "a pushed task is sent only after every change it depends on is committed".
     Found by the full R1 run (tasks pushed over WS ran twice with no expiry or error, one with a
     parent whose completion was not durable yet). ws_hub ``Peer.run_sender`` awaited
     ``store.sync()`` and then sent the whole outbox, including frames queued *during* that

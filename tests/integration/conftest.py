@@ -96,7 +96,7 @@ async def api(make_api: ApiFactory) -> Api:
 
 @pytest.fixture(autouse=True)
 def no_blocking_calls() -> Iterator[None]:
-    """Fail any blocking call made on the event loop (habit 6 of STYLE.md)."""
+    """Fail any blocking call made on the event loop (no blocking call on the loop)."""
     with blockbuster_ctx("crew_aio") as bb:
         # Queueing a statement for sqlitedict's thread takes its queue's lock, held by that
         # thread only for a put or a get: never a wait on I/O (crew_aio/store.py, _Barrier).

@@ -1,4 +1,4 @@
-"""Hostile input (RELIABILITY.md promise 5, R11): every limit is a 4xx naming what is wrong,
+"""Hostile input (docs/RELIABILITY.md promise 5, R11): every limit is a 4xx naming what is wrong,
 nothing is half-written, and the server answers the next request."""
 
 from __future__ import annotations

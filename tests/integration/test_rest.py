@@ -1,4 +1,4 @@
-"""Every REST endpoint of API.md through the real app, SQLite store and all."""
+"""Every REST endpoint of docs/API.md through the real app, SQLite store and all."""
 
 from __future__ import annotations
 

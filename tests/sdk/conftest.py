@@ -74,7 +74,7 @@ def subprocess_server(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture(autouse=True)
 def no_blocking_calls() -> Iterator[None]:
-    """Fail any blocking call the SDK makes on the event loop (habit 6 of STYLE.md)."""
+    """Fail any blocking call the SDK makes on the event loop (no blocking call on the loop)."""
     with blockbuster_ctx("crew_aio") as bb:
         yield
     del bb

@@ -1,4 +1,4 @@
-"""Dependencies point inward (ARCHITECTURE.md) and the public surface is on purpose."""
+"""Dependencies point inward (docs/ARCHITECTURE.md) and the public surface is on purpose."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_public_surface_is_pinned() -> None:
 
 
 def test_sdk_imports_no_server_code() -> None:
-    """The worker SDK and client talk to the server over HTTP only (SDK.md)."""
+    """The worker SDK and client talk to the server over HTTP only (docs/SDK.md)."""
     allowed = ("crew_aio.client", "crew_aio.worker", "crew_aio.protocol")
     for path in [PKG / "client.py", *sorted((PKG / "worker").rglob("*.py"))]:
         bad = {

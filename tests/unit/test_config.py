@@ -17,7 +17,7 @@ from crew_aio.config import (
     load_settings,
 )
 
-# The contract (API.md "Running" + the config brief), written out once more on purpose.
+# The contract (docs/API.md "Running" + the config brief), written out once more on purpose.
 EXPECTED: dict[str, tuple[object, tuple[str, ...]]] = {
     "host": ("127.0.0.1", ("CREW_HOST",)),
     "port": (3000, ("CREW_PORT",)),

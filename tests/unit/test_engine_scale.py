@@ -1,6 +1,7 @@
 """Big graphs: nothing recurses, nothing goes quadratic (no timing asserts: they just run).
 
-The cyclic GC is paused while they run, as the server freezes it after loading (ARCHITECTURE.md):
+The cyclic GC is paused while they run, as the server freezes it after loading
+(docs/ARCHITECTURE.md):
 the point here is the engine's own complexity, not the collector's passes over 100k objects.
 """
 

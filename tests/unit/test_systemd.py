@@ -68,7 +68,7 @@ def test_security_exposure_stays_low(unit_copy: Path) -> None:
 
 
 def test_every_directive_is_explained() -> None:
-    """Each run of Key=value lines is introduced by a comment saying why (STYLE.md habit 15)."""
+    """Each run of Key=value lines is introduced by a comment saying why."""
     previous = ""
     for number, line in enumerate(UNIT.read_text().splitlines(), 1):
         if _is_directive(line) and not (previous.startswith("#") or _is_directive(previous)):
