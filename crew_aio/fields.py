@@ -12,7 +12,8 @@ the record encoder        every field not RUNTIME; REQUIRED ones always, others 
                           at their default (generated code: as fast as hand-unrolled)
 the API renderer          every field neither RUNTIME nor INTERNAL, in Crew's order then
                           ours; TIME fields as ISO-8601 (generated code)
-a create's prototype      the GIVEN fields, read from a request body of the same wire names
+a create's spec           the GIVEN fields: ``TaskSpec``'s slots, the request body reader,
+                          the new task built from a spec (generated code)
 the editable fields       EDIT (``PUT /task/:id``)
 a pluck's copy            PLUCK
 ========================  ==============================================================
@@ -51,7 +52,7 @@ class Role(enum.Flag):
     NONE = 0
     REQUIRED = enum.auto()  # always in a record (and never its default)
     TIME = enum.auto()  # epoch seconds in records, ISO-8601 in the API
-    GIVEN = enum.auto()  # set from a create request (TaskChild): a create's prototype
+    GIVEN = enum.auto()  # set from a create request (TaskChild): a TaskSpec field
     EDIT = enum.auto()  # PUT /task/:id may change it
     PLUCK = enum.auto()  # a pluck's copy keeps it
     INTERNAL = enum.auto()  # stored, never shown in the API

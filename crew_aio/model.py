@@ -138,7 +138,7 @@ class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
 
     This is the task field table: each field is declared once, with its type, its default and
     its roles (:mod:`crew_aio.fields`); the record encoder, the API renderer, the editable and
-    plucked fields and a create's prototype are derived from it below."""
+    plucked fields and a create's spec (``crew_aio.engine.graph.TaskSpec``) are derived from it."""
 
     id: Annotated[str, REQUIRED]
     group_id: Annotated[str, REQUIRED]
@@ -185,31 +185,6 @@ EDITABLE = {f.wire: f.attr for f in TASK_FIELDS if f.has(EDIT)}  # PUT /task/:id
 PLUCKED = tuple(f.attr for f in TASK_FIELDS if f.has(PLUCK))
 GIVEN_FIELDS = tuple(f for f in TASK_FIELDS if f.has(GIVEN))
 _GIVEN_ATTRS = frozenset(f.attr for f in GIVEN_FIELDS)
-
-
-def prototype(**given: Any) -> Task:
-    """A task to create, holding only its GIVEN fields (no id, no group yet)."""
-    unknown = given.keys() - _GIVEN_ATTRS
-    if unknown:
-        raise TypeError(f"not fields a create sets: {sorted(unknown)}")
-    if "parent_ids" in given:
-        given["parent_ids"] = tuple(given["parent_ids"])
-    return Task(id="", group_id="", **given)
-
-
-def prototype_reader(body: type[msgspec.Struct]) -> Callable[[Any], Task]:
-    """A function from a validated create body (fields named on the wire as the task's are) to
-    its :func:`prototype`; generated from the table, so it costs what hand-written code would.
-    A GIVEN field the body lacks fails here, at import."""
-    attr_of = dict(zip(body.__struct_encode_fields__, body.__struct_fields__, strict=True))
-    args = []
-    for f in GIVEN_FIELDS:
-        if f.wire not in attr_of:
-            raise TypeError(f"{body.__name__} has no field {f.wire!r}, which a create sets")
-        value = f"b.{attr_of[f.wire]}"
-        args.append(f"{f.attr}=tuple({value} or ())" if f.default == () else f"{f.attr}={value}")
-    src = ["def read(b):", f"    return Task(id='', group_id='', {', '.join(args)})"]
-    return compile_function("read", src, {"Task": Task})
 
 
 def format_time(when: float | None) -> str | None:

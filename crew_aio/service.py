@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from crew_aio import bulk, keys
 from crew_aio import protocol as p
 from crew_aio.bulk import Bulk, Listing
@@ -27,13 +29,14 @@ from crew_aio.dispatch import Dispatcher, Waiter
 from crew_aio.engine import Change, Engine, TaskSpec
 from crew_aio.engine.state import Steps
 from crew_aio.errors import Conflict, Invalid, NotFound, TooLarge
+from crew_aio.fields import compile_function
 from crew_aio.model import (
+    GIVEN_FIELDS,
     Status,
     Task,
     TaskGroup,
     group_to_api,
     group_to_record,
-    prototype_reader,
     task_to_api,
     task_to_record,
 )
@@ -45,7 +48,30 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger("crew_aio.service")
-_read_prototype = prototype_reader(p.TaskChildBody)  # a body's given fields → a prototype Task
+
+
+def _spec_reader(body: type[msgspec.Struct]) -> Callable[..., TaskSpec]:
+    """``read(body, parent_ids, parents_listed, child_id, pseudo_parents)``: a validated create
+    body (its fields named on the wire as the task's are) → its TaskSpec, the GIVEN fields of
+    the field table read from it; generated, so it costs what hand-written code would. A GIVEN
+    field the body lacks fails here, at import."""
+    attr_of = dict(zip(body.__struct_encode_fields__, body.__struct_fields__, strict=True))
+    args = []
+    for f in GIVEN_FIELDS:
+        if f.wire not in attr_of:
+            raise TypeError(f"{body.__name__} has no field {f.wire!r}, which a create sets")
+        if f.attr != "parent_ids":
+            args.append(f"{f.attr}=b.{attr_of[f.wire]}")
+    src = [
+        "def read(b, parent_ids, parents_listed, child_id, pseudo_parents):",
+        f"    return TaskSpec({', '.join(args)}, parent_ids=parent_ids,",
+        "                    parents_listed=parents_listed, child_id=child_id,",
+        "                    pseudo_parents=pseudo_parents)",
+    ]
+    return compile_function("read", src, {"TaskSpec": TaskSpec})
+
+
+_read_spec = _spec_reader(p.TaskChildBody)
 CLOCK_MARK_EVERY = 1.0  # seconds between stores of the clock mark (only when something changes)
 Json = dict[str, Any]
 Idempotency = tuple[str, str] | None  # (Idempotency-Key, fingerprint of the request)
@@ -437,11 +463,12 @@ class Service:
                 f"at most {self.limits.max_parents_per_task} parents per task",
                 field=f"[{index}].{'_parent_ids' if pseudo else 'parentIds'}",
             )
-        return TaskSpec.of(
-            _read_prototype(body),
-            parents_listed=body.parent_ids is not None,
-            child_id=None if child is None else child.child_id,
-            pseudo_parents=None if pseudo is None else tuple(pseudo),
+        return _read_spec(
+            body,
+            tuple(body.parent_ids or ()),
+            body.parent_ids is not None,
+            None if child is None else child.child_id,
+            None if pseudo is None else tuple(pseudo),
         )
 
     # tasks -------------------------------------------------------------------------------

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from msgspec import NODEFAULT
 
 from crew_aio.errors import Invalid
-from crew_aio.model import GIVEN_FIELDS, Label, Task, prototype
+from crew_aio.fields import compile_function
+from crew_aio.model import GIVEN_FIELDS, Label
 
 __all__ = ["TaskSpec", "descendants", "plan_batch"]
 
@@ -18,64 +21,65 @@ __all__ = ["TaskSpec", "descendants", "plan_batch"]
 PseudoId = str | int | float  # compared as JavaScript's === compares them (1 == 1.0 != "1")
 
 
-class TaskSpec:
-    """A task to create, already type-checked by the protocol layer: a prototype Task holding
-    its given fields (``crew_aio.model.prototype``) and where it sits in its batch.
+if TYPE_CHECKING:
 
-    ``TaskSpec(name, channel, **given)`` takes the given fields by attribute name;
-    :meth:`of` takes a prototype built already (the service reads one from a body)."""
+    class TaskSpec:
+        """What type checkers see of the class generated below: the GIVEN fields (read through
+        ``__getattr__``) are the field table's, declared once, in ``crew_aio.model.Task``."""
 
-    __slots__ = ("child_id", "parents_listed", "pseudo_parents", "task")
+        parent_ids: tuple[str, ...]
+        parents_listed: bool
+        child_id: PseudoId | None
+        pseudo_parents: tuple[PseudoId, ...] | None
 
-    def __init__(
-        self,
-        name: Label,
-        channel: str,
-        *,
-        parents_listed: bool = False,
-        child_id: PseudoId | None = None,
-        pseudo_parents: tuple[PseudoId, ...] | None = None,
-        **given: Any,
-    ) -> None:
-        self.task = prototype(name=name, channel=channel, **given)
-        # Crew's ``parentsComplete`` of a root: true when it was created with a parentIds list
-        self.parents_listed = parents_listed
-        self.child_id = child_id
-        self.pseudo_parents = pseudo_parents
-
-    @classmethod
-    def of(
-        cls,
-        task: Task,
-        *,
-        parents_listed: bool = False,
-        child_id: PseudoId | None = None,
-        pseudo_parents: tuple[PseudoId, ...] | None = None,
-    ) -> TaskSpec:
-        spec = cls.__new__(cls)
-        spec.task = task
-        spec.parents_listed = parents_listed
-        spec.child_id = child_id
-        spec.pseudo_parents = pseudo_parents
-        return spec
-
-    @property
-    def parent_ids(self) -> tuple[str, ...]:
-        return self.task.parent_ids
-
-    def __getattr__(self, name: str) -> Any:
-        """The prototype's given fields read as the spec's own (``spec.name``)."""
-        if name in _GIVEN:
-            return getattr(self.task, name)
-        raise AttributeError(name)
-
-    def __repr__(self) -> str:
-        given = ", ".join(f"{a}={getattr(self.task, a)!r}" for a in sorted(_SHOWN))
-        return f"TaskSpec({given}, child_id={self.child_id!r}, pseudo={self.pseudo_parents!r})"
+        def __init__(self, name: Label, channel: str, **given: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
 
 
-_SHOWN = ("name", "channel", "parent_ids", "key", "workgroup")
-_GIVEN = frozenset(f.attr for f in GIVEN_FIELDS)
+_EXTRAS = (  # where a spec sits in its batch (not task fields)
+    ("parents_listed", False),  # Crew's parentsComplete of a root: created with a parentIds list
+    ("child_id", None),  # its pseudo-id in a TaskChild batch
+    ("pseudo_parents", None),  # its parents' pseudo-ids
+)
+
+
+def _spec_class() -> Any:
+    """``TaskSpec``: a task to create, already type-checked by the protocol layer: the GIVEN
+    fields of the field table as slots (``TaskSpec(name, channel, key=..., ...)``: name and
+    channel positional, the rest keywords, each defaulting as the task's), plus where it sits
+    in its batch. Generated from the table, as a dataclass would be: 100,000 are built per
+    batch, at the cost of hand-written code."""
+    env: dict[str, Any] = {}
+    params, sets = [], []
+    for f in GIVEN_FIELDS:
+        if f.default is NODEFAULT:
+            params.append(f.attr)
+        else:
+            env[f"_d_{f.attr}"] = f.default
+            params.append(f"{f.attr}=_d_{f.attr}")
+        value = f.attr
+        if f.default == ():
+            value = f"{f.attr} if type({f.attr}) is tuple else tuple({f.attr})"
+        sets.append(f"    self.{f.attr} = {value}")
+    first_keyword = next(i for i, p in enumerate(params) if "=" in p)
+    params.insert(first_keyword, "*")
+    for name, default in _EXTRAS:
+        params.append(f"{name}={default!r}")
+        sets.append(f"    self.{name} = {name}")
+    init = compile_function("__init__", [f"def __init__(self, {', '.join(params)}):", *sets], env)
+    slots = tuple(f.attr for f in GIVEN_FIELDS) + tuple(name for name, _ in _EXTRAS)
+
+    def __repr__(self: Any) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in slots)
+        return f"TaskSpec({shown})"
+
+    namespace = {"__slots__": slots, "__init__": init, "__repr__": __repr__,
+                 "__doc__": _spec_class.__doc__, "__module__": __name__}  # fmt: skip
+    return type("TaskSpec", (), namespace)
+
+
+if not TYPE_CHECKING:
+    TaskSpec = _spec_class()
 
 
 def plan_batch(specs: Sequence[TaskSpec]) -> list[tuple[int, ...]]:

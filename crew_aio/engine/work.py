@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-
-from msgspec.structs import replace as copy_struct
 
 from crew_aio.engine.graph import TaskSpec, plan_batch
 from crew_aio.engine.state import (
@@ -19,7 +17,8 @@ from crew_aio.engine.state import (
     sliced,
 )
 from crew_aio.errors import Conflict, Invalid, StaleLease
-from crew_aio.model import Task
+from crew_aio.fields import compile_function
+from crew_aio.model import GIVEN_FIELDS, Task
 
 __all__ = ["Work"]
 
@@ -390,20 +389,18 @@ class Work(State):
                 self._fail_attempt(t, {"message": LEASE_EXPIRED, "workerId": t.assigned_to}, now)
 
 
-def _new_task(
-    spec: TaskSpec, tid: str, group_id: str, parents: tuple[str, ...], now: float
-) -> Task:
-    """The task ``spec`` describes, created now: its prototype's fields, plus what a create
-    sets (attempts at the start, Crew's ``parentsComplete`` of a root, a list of its own)."""
-    proto = spec.task
-    return copy_struct(
-        proto,
-        id=tid,
-        group_id=group_id,
-        parent_ids=parents,
-        created_at=now,
-        updated_at=now,
-        max_attempts=proto.remaining_attempts,
-        parents_complete=spec.parents_listed,
-        errors=[],
-    )
+def _task_maker() -> Callable[[TaskSpec, str, str, tuple[str, ...], float], Task]:
+    """``_new_task(spec, id, group_id, parents, now)``: the task ``spec`` describes, created
+    now: its GIVEN fields, plus what a create sets (attempts at the start, Crew's
+    ``parentsComplete`` of a root). Generated from the field table (hot: one call per task)."""
+    given = ", ".join(f"{f.attr}=s.{f.attr}" for f in GIVEN_FIELDS if f.attr != "parent_ids")
+    src = [
+        "def _new_task(s, tid, group_id, parents, now):",
+        "    return Task(id=tid, group_id=group_id, parent_ids=parents, created_at=now,",
+        "                updated_at=now, max_attempts=s.remaining_attempts,",
+        f"                parents_complete=s.parents_listed, {given})",
+    ]
+    return compile_function("_new_task", src, {"Task": Task})
+
+
+_new_task = _task_maker()

@@ -19,8 +19,6 @@ from crew_aio.model import (
     TASK_FIELDS,
     Status,
     Task,
-    prototype,
-    prototype_reader,
     task_to_api,
     task_to_record,
 )
@@ -86,28 +84,42 @@ def test_a_pluck_copies_exactly_the_plucked_fields() -> None:
     assert copy.remaining_attempts == 5 and copy.run_after is None  # not plucked: defaults
 
 
-def test_a_body_becomes_a_prototype_with_every_given_field() -> None:
+def test_a_body_becomes_a_spec_with_every_given_field() -> None:
+    from crew_aio.service import _read_spec, _spec_reader
+
     body = msgspec.convert(
         {"name": "n", "channel": "c", "workgroup": "w", "key": 3, "remainingAttempts": 2,
          "priority": 1, "runAfter": 5000, "progressWeight": 2, "isSeed": True,
          "errorDelayInSeconds": 9, "input": [1], "parentIds": ["a"]},
         p.TaskChildBody,
     )  # fmt: skip
-    proto = prototype_reader(p.TaskChildBody)(body)
-    assert (proto.name, proto.key, proto.run_after, proto.parent_ids) == ("n", 3, 5.0, ("a",))
-    assert (proto.remaining_attempts, proto.error_delay, proto.is_seed) == (2, 9, True)
-    assert isinstance(proto, Task)
+    engine = Engine()
+    group, _ = engine.create_group("g", 1.0)
+    (parent,), _ = engine.create_tasks(group.id, [TaskSpec("p", "c")], 1.0)
+    spec = _read_spec(body, (parent.id,), True, None, None)
+    (t,), _ = engine.create_tasks(group.id, [spec], 2.0)
+    given = [f for f in TASK_FIELDS if f.has(GIVEN) and f.attr != "parent_ids"]
+    assert len(given) == 11
+    for f in given:
+        assert getattr(t, f.attr) == getattr(spec, f.attr), f.attr
+    assert (t.name, t.key, t.run_after, t.remaining_attempts) == ("n", 3, 5.0, 2)
+    assert (t.error_delay, t.is_seed, t.input, t.workgroup) == (9, True, [1], "w")
+    assert t.max_attempts == 2 and t.parent_ids == (parent.id,) and t.created_at == 2.0
+    assert t.parents_complete is True
 
-
-def test_a_body_missing_a_given_field_is_refused_at_import() -> None:
     class Short(msgspec.Struct, rename="camel"):
         name: str
         channel: str
 
     with pytest.raises(TypeError, match="has no field"):
-        prototype_reader(Short)
-    with pytest.raises(TypeError, match="not fields a create sets"):
-        prototype(name="n", channel="c", is_complete=True)
+        _spec_reader(Short)
+
+
+def test_a_spec_takes_the_given_fields_only() -> None:
+    spec = TaskSpec("n", "c", key="k", parent_ids=["a"])
+    assert (spec.name, spec.key, spec.remaining_attempts, spec.parent_ids) == ("n", "k", 5, ("a",))
+    with pytest.raises(TypeError):
+        TaskSpec("n", "c", is_complete=True)
 
 
 def test_roles_come_from_annotations() -> None:
