@@ -22,24 +22,24 @@ class Barrier:
     Barriers are ordered: batches commit in order, and a failure fails every batch behind it,
     so awaiting the last of several barriers covers them all. Awaitable any number of times."""
 
-    __slots__ = ("_error", "_future")
+    __slots__ = ("_error", "future")
 
     def __init__(
         self,
         future: asyncio.Future[BaseException | None] | None = None,
         error: BaseException | None = None,
     ) -> None:
-        self._future = future
+        self.future = future  # settled with None (committed) or the commit's error
         self._error = error
 
     def done(self) -> bool:
         """True when awaiting it would not wait (committed, failed, or nothing to wait for)."""
-        return self._future is None or self._future.done()
+        return self.future is None or self.future.done()
 
     def __await__(self) -> Generator[Any, None, None]:
         if self._error is not None:
             raise _unavailable(self._error)
-        fut = self._future
+        fut = self.future
         if fut is None:
             return
         # one waiter's cancellation must not cancel the commit the others wait for

@@ -198,13 +198,13 @@ class Service:
         self.stage_rest(change)
 
     def stage_tasks(self, ids: Iterable[str]) -> None:
-        engine, store = self.engine, self.store
-        for tid in ids:
-            t = engine.tasks.get(tid)
+        tasks, put, delete, prefix = self.engine.tasks, self.store.put, self.store.delete, keys.TASK
+        for tid in ids:  # hot: every touched task of every change (keys.task_key, inlined)
+            t = tasks.get(tid)
             if t is None:
-                store.delete(keys.task_key(tid))
+                delete(prefix + tid)
             else:
-                store.put(keys.task_key(tid), task_to_record(t))
+                put(prefix + tid, task_to_record(t))
 
     def stage_rest(self, change: Change) -> None:
         engine, store = self.engine, self.store

@@ -99,6 +99,7 @@ class _GroupCommitStore:
         # refuses writes and syncs until recover(); its owner reloads what is committed
         self._failure: BaseException | None = None
         self._holds = 0  # open hold() calls: no commit starts meanwhile
+        self._barrier: Barrier | None = None  # the last one handed out
         self.on_failure: Callable[[BaseException], None] | None = None
 
     async def _commit(self, batch: Batch) -> None:
@@ -157,16 +158,26 @@ class _GroupCommitStore:
         if self._failure is not None:
             return Barrier(error=self._failure)
         if self._staged:
+            if self._staged_done is not None:  # taken already: checked then
+                return self._barrier_of(self._staged_done)
             if self._task is None:
                 raise RuntimeError("the store's committer is not running: call start() first")
             if self._task.done():
                 return Barrier(error=StoreUnavailable("the store is closed"))
             if self._staged_done is None:
                 self._staged_done = asyncio.get_running_loop().create_future()
-            return Barrier(self._staged_done)
+            return self._barrier_of(self._staged_done)
         if self._inflight_done is not None:
-            return Barrier(self._inflight_done)
+            return self._barrier_of(self._inflight_done)
         return DONE
+
+    def _barrier_of(self, fut: asyncio.Future[BaseException | None]) -> Barrier:
+        """One Barrier per batch, however many frames and answers take it (hot: a socket's
+        every frame takes one)."""
+        barrier = self._barrier
+        if barrier is None or barrier.future is not fut:
+            barrier = self._barrier = Barrier(fut)
+        return barrier
 
     async def sync(self) -> None:
         await self.barrier()

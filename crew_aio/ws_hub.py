@@ -74,13 +74,14 @@ class Peer:
         self.flushed = asyncio.Event()  # set whenever frames left the outbox
         self._silent = False
         self._silent_at = -math.inf
+        self._barrier = hub.service.barrier  # of everything staged so far
 
     def send(self, frame: Json, barrier: Barrier | None = None) -> None:
         """Queue ``frame``, to be written once ``barrier`` is passed (by default, the barrier
         of everything staged so far)."""
         if not self.closed:
             data = orjson.dumps(frame)
-            self.outbox.append((data, self.hub.service.barrier() if barrier is None else barrier))
+            self.outbox.append((data, self._barrier() if barrier is None else barrier))
             self.outbox_bytes += len(data)
             self.wake.set()
 
