@@ -111,6 +111,11 @@ def _lifecycle(
         hub = app[HUB] = Hub(
             service, heartbeat=settings.ws_heartbeat, max_msg_size=settings.max_body_bytes
         )
+        # what hears of each change as it is staged: the timers (an earlier deadline wakes
+        # them), the hub (frees capacity, queues subscribers; the service then runs the
+        # dispatcher, and the hub publishes to watchers)
+        service.listeners += [timers.on_change, hub.on_change]
+        service.on_reset.append(hub.reset)  # a failed commit: sockets close (1013)
         timer_task = asyncio.create_task(timers.run(), name="crew_aio.timers")
         yield
         if service.rebuilding is not None:

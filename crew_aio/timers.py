@@ -32,7 +32,6 @@ class Timers:
         self._wake = asyncio.Event()
         self._target = math.inf
         self._next_cleanup = clock.now()
-        service.listeners.append(self.on_change)
 
     def on_change(self, change: Change) -> None:
         deadline = self.service.next_deadline()

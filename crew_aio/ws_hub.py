@@ -230,8 +230,6 @@ class Hub:
         self.watching: set[Peer] = set()  # peers watching a group or all (events go to these)
         self.by_channel: dict[str, dict[Subscription, None]] = {}  # channel → its subscribers
         self._closing: set[asyncio.Future[None]] = set()
-        service.listeners.append(self.on_change)
-        service.on_reset.append(self.reset)
         self._reoffer = asyncio.get_running_loop().call_later(REOFFER_EVERY, self._reoffer_all)
 
     def _reoffer_all(self) -> None:

@@ -171,3 +171,15 @@ def test_only_the_adapter_touches_sqlitedict() -> None:
         if any(n == "sqlitedict" or n.startswith("sqlitedict.") for n in imports_of(path))
     )
     assert users == ["sqlitedict_adapter.py"]
+
+
+def test_listeners_are_wired_in_app_only() -> None:
+    """Who hears of each change is decided in one place: app wires the listeners."""
+    wiring = [
+        path.name
+        for path in PKG.rglob("*.py")
+        if "listeners +=" in path.read_text()
+        or "listeners.append(" in path.read_text()
+        or "on_reset.append(" in path.read_text()
+    ]
+    assert wiring == ["app.py"]
