@@ -18,6 +18,7 @@ from crew_aio.clock import Clock, SystemClock
 from crew_aio.commit import Store
 from crew_aio.config import ExitCode, Settings
 from crew_aio.connections import Reaper, raise_file_limit
+from crew_aio.cors import Cors
 from crew_aio.engine import Engine
 from crew_aio.http_api import CLEAN, HEALTH, SERVICE
 from crew_aio.loopmon import LOOP_MONITOR, LoopMonitor
@@ -54,15 +55,18 @@ def create_app(
 ) -> web.Application:
     """The application; the store is opened (unless given) and loaded at startup."""
     reaper = Reaper(settings.head_timeout)
+    cors = Cors(settings.cors_origins)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
             reaper.middleware,
+            *cors.middlewares(),  # a preflight is answered before auth (it carries no token)
             error_middleware,
             auth_middleware(settings.api_token, settings.worker_token),
         ],
     )
     app[REAPER], app[BODY_TIMEOUT] = reaper, settings.body_timeout
+    cors.install(app)
     setup_routes(app)
     app.router.add_get(WS_PATH, ws_handler)
     age = settings.expired_group_interval_days * 86400

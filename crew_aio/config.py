@@ -24,6 +24,7 @@ from crew_aio.config_values import (
     Parser,
     at_least,
     between,
+    cors_origins,
     host,
     known_level,
     parse_level,
@@ -178,6 +179,13 @@ class Settings:
         "CREW_SHUTDOWN_TIMEOUT",
         check=positive,
         doc="Seconds in-flight requests get to finish after SIGTERM.",
+    )
+    cors_origins: str = _setting(
+        "*",
+        "CREW_CORS_ORIGINS",
+        check=cors_origins,
+        doc="Browser origins allowed to call the API (CORS): * (any, as Crew), none, or a "
+        "comma-separated list such as https://ui.example.com,http://localhost:8080.",
     )
     ws_heartbeat: float = _setting(
         15.0,

@@ -52,6 +52,21 @@ def host(value: str) -> str | None:
     return "must be an address or a host name" if bad else None
 
 
+def cors_origins(value: str) -> str | None:
+    """``*``, ``none``, or origins (``scheme://host[:port]``) separated by commas."""
+    if value in ("*", "none"):
+        return None
+    for origin in value.split(","):
+        origin = origin.strip()
+        scheme, sep, rest = origin.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+            return (
+                f"must be *, none, or origins like https://ui.example.com separated by commas "
+                f"(not {origin!r})"
+            )
+    return None
+
+
 def known_level(value: str) -> str | None:
     return None if value in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
 
