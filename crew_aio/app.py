@@ -25,6 +25,7 @@ from crew_aio.loopmon import LOOP_MONITOR, LoopMonitor
 from crew_aio.middleware import auth_middleware, error_middleware
 from crew_aio.routes import WS_PATH, setup_routes
 from crew_aio.service import Limits, Service
+from crew_aio.sio import SIO, SocketIO
 from crew_aio.store import SqliteStore, StoreCorrupt, StoreLocked, StoreUnusable
 from crew_aio.timers import Timers
 from crew_aio.wire import BODY_TIMEOUT
@@ -67,6 +68,8 @@ def create_app(
     )
     app[REAPER], app[BODY_TIMEOUT] = reaper, settings.body_timeout
     cors.install(app)
+    sio = app[SIO] = SocketIO(admin_token=settings.api_token)
+    sio.attach(app)
     setup_routes(app)
     app.router.add_get(WS_PATH, ws_handler)
     age = settings.expired_group_interval_days * 86400
@@ -118,13 +121,16 @@ def _lifecycle(
         # what hears of each change as it is staged: the timers (an earlier deadline wakes
         # them), the hub (frees capacity, queues subscribers; the service then runs the
         # dispatcher, and the hub publishes to watchers)
-        service.listeners += [timers.on_change, hub.on_change]
-        service.on_reset.append(hub.reset)  # a failed commit: sockets close (1013)
+        sio = app[SIO]
+        service.listeners += [timers.on_change, hub.on_change, sio.on_change]
+        service.on_reset += [hub.reset, sio.reset]  # a failed commit: sockets close (1013)
+        sio.start(service)
         timer_task = asyncio.create_task(timers.run(), name="crew_aio.timers")
         yield
         if service.rebuilding is not None:
             service.rebuilding.cancel()
         await hub.close_all()
+        await sio.close()
         timer_task.cancel()
         await asyncio.gather(timer_task, return_exceptions=True)
         await store.close()

@@ -36,6 +36,12 @@ class Barrier:
         """True when awaiting it would not wait (committed, failed, or nothing to wait for)."""
         return self.future is None or self.future.done()
 
+    def failed(self) -> bool:
+        """True when the commit it waits for failed (its writes were dropped: not done)."""
+        if self._error is not None:
+            return True
+        return self.future is not None and self.future.done() and self.future.result() is not None
+
     def __await__(self) -> Generator[Any, None, None]:
         if self._error is not None:
             raise _unavailable(self._error)

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Middleware
 from crew_aio.errors import CrewError, Forbidden, Unauthorized
 from crew_aio.http_api import SERVICE
 from crew_aio.routes import ROUTES, WS_PATH
+from crew_aio.sio import PATH as SIO_PATH
 from crew_aio.wire import SCOPE, STATUS, Handler, crew_error_response, error_response
 
 __all__ = ["SCOPE", "auth_middleware", "error_middleware", "token_scope"]
@@ -20,6 +21,9 @@ log = logging.getLogger("crew_aio.http")
 # aiohttp's own HTTP errors (unknown route, body over the limit, ...) get the code of STATUS
 _CODES = {status: code for code, status in reversed(STATUS.items())} | {405: "method_not_allowed"}
 _SCOPES = {(r.method, r.path): r.scope for r in ROUTES} | {("GET", WS_PATH): "worker"}
+# socket.io authenticates its own handshake (crew_aio.sio): a browser's socket.io client sends
+# its token in the handshake's auth, which no middleware sees
+_SCOPES |= {(method, SIO_PATH.rstrip("/")): "public" for method in ("GET", "POST")}
 
 
 @web.middleware

@@ -90,10 +90,16 @@ class Change:
     deleted: dict[str, str] = field(default_factory=dict)  # task id → its group id
     keys: dict[str, None] = field(default_factory=dict)  # idempotency keys added or expired
     cooled: dict[Label, None] = field(default_factory=dict)  # workgroup cool-offs set or ended
+    # what an operation did as a whole, for watchers: (group id, Crew's event, its data), e.g.
+    # ("g1", "group:syncPause", {"isPaused": True}); the touched tasks and groups are above
+    notes: list[tuple[str, str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         """Anything to persist or to announce (a delayed task turning ready touches no record)."""
-        return bool(self.tasks or self.groups or self.ready_channels or self.keys or self.cooled)
+        return bool(
+            self.tasks or self.groups or self.ready_channels or self.keys or self.cooled
+            or self.notes
+        )  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -271,21 +271,25 @@ class Service:
         """The earliest time at which :meth:`tick` has something to do."""
         return self.engine.next_deadline()
 
-    def events(self, change: Change) -> list[tuple[str, Json]]:
-        """``change`` as watchers' events, each with the id of the group it belongs to."""
+    def events(self, change: Change, only: Container[str] | None = None) -> list[tuple[str, Json]]:
+        """``change`` as watchers' events, each with the id of the group it belongs to: the one
+        event feed of every transport that watches (the WebSocket's ``watch``, socket.io).
+        ``only``: the groups someone watches (the others' tasks are not rendered)."""
         engine = self.engine
         events: list[tuple[str, Json]] = []
         for tid in change.tasks:
             t = engine.tasks.get(tid)
             if t is None:
                 gid = change.deleted.get(tid, "")
-                events.append(
-                    (gid, {"event": "task:delete", "data": {"_id": tid, "taskGroupId": gid}})
-                )
-            else:
+                if only is None or gid in only:
+                    data = {"_id": tid, "taskGroupId": gid}
+                    events.append((gid, {"event": "task:delete", "data": data}))
+            elif only is None or t.group_id in only:
                 kind = "task:create" if tid in change.created else "task:update"
                 events.append((t.group_id, {"event": kind, "data": self.task_json(t)}))
         for gid in change.groups:
+            if only is not None and gid not in only:
+                continue
             g = engine.groups.get(gid)
             data = group_to_api(g) if g is not None else {"_id": gid}
             events.append((gid, {"event": "group:update" if g else "group:delete", "data": data}))

@@ -47,6 +47,8 @@ class Admin(Work):
         group = self.group(group_id)
         if name is not None:
             group.name = name
+        if is_paused is not None:  # Crew announces a pause or resume even when nothing changes
+            ch.notes.append((group_id, "group:syncPause", {"isPaused": is_paused}))
         if is_paused is not None and is_paused != group.is_paused:
             group.is_paused = is_paused
             if not is_paused:
@@ -96,6 +98,7 @@ class Admin(Work):
             t = self.tasks[tid]
             if not t.is_complete and t.remaining_attempts <= 0:
                 self._give_attempts(t, attempts, now)
+        ch.notes.append((group_id, "group:retry", None))
         return group, ch
 
     def reset_group(self, group_id: str, now: float, attempts: int = 5) -> tuple[TaskGroup, Change]:
@@ -109,6 +112,7 @@ class Admin(Work):
         with ``attempts`` attempts and, as in Crew, ``parentsComplete`` false. A slice at a
         time: a task deleted meanwhile is skipped, one created meanwhile is new already."""
         group = self.live_group(group_id)
+        ch.notes.append((group_id, "group:reset", None))
         members = [self.tasks[tid] for tid in self.group_tasks.get(group_id, ())]
         if any(t.is_seed for t in members):
             doomed = [t.id for t in members if not t.is_seed]

@@ -18,7 +18,7 @@ from crew_aio.engine.state import (
 )
 from crew_aio.errors import Conflict, Invalid, StaleLease
 from crew_aio.fields import compile_function
-from crew_aio.model import GIVEN_FIELDS, Task
+from crew_aio.model import GIVEN_FIELDS, Task, format_time
 
 __all__ = ["Work"]
 
@@ -221,7 +221,12 @@ class Work(State):
             else:
                 self._succeed(t, worker_id, output, children, children_delay, now)
             if workgroup_delay > 0 and t.workgroup is not None:
-                self.cool(t.workgroup, now + workgroup_delay)
+                until = now + workgroup_delay
+                self.cool(t.workgroup, until)
+                update = {"runAfter": format_time(until)}
+                ch.notes.append(
+                    (t.group_id, "workgroup:delay", {"workgroup": t.workgroup, "update": update})
+                )
             return t, ch
         finally:
             self._ch = NO_CHANGE

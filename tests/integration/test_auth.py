@@ -165,7 +165,9 @@ async def test_the_route_table_covers_every_registered_route(api: Api) -> None:
     table = {("*" if r.any_method else r.method, r.path) for r in ROUTES}
     slashed = {(m, path + "/") for m, path in table if path != "/"}  # as Express takes them
     heads = {("HEAD", path) for m, path in table | slashed if m == "GET"}  # HEAD where GET is
-    assert routed == table | slashed | heads | ws | assets
+    # socket.io's engine authenticates its own handshake (tests/integration/test_sio.py)
+    sio = {(method, "/socket.io/") for method in ("GET", "HEAD", "OPTIONS", "POST")}
+    assert routed == table | slashed | heads | ws | assets | sio
 
 
 async def test_a_trailing_slash_keeps_the_route_s_scope(make_api: ApiFactory) -> None:
