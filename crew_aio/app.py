@@ -23,6 +23,7 @@ from crew_aio.engine import Engine
 from crew_aio.http_api import CLEAN, HEALTH, SERVICE
 from crew_aio.loopmon import LOOP_MONITOR, LoopMonitor
 from crew_aio.middleware import auth_middleware, error_middleware
+from crew_aio.operators import OperatorRunner
 from crew_aio.routes import WS_PATH, setup_routes
 from crew_aio.service import Limits, Service
 from crew_aio.sio import SIO, SocketIO
@@ -122,15 +123,24 @@ def _lifecycle(
         # them), the hub (frees capacity, queues subscribers; the service then runs the
         # dispatcher, and the hub publishes to watchers)
         sio = app[SIO]
-        service.listeners += [timers.on_change, hub.on_change, sio.on_change]
+        operators = OperatorRunner(
+            concurrency=settings.operator_concurrency,
+            default_timeout=settings.lease_seconds,  # Crew's request timeout
+            hosts=settings.operator_hosts,
+            virtual_base_url=settings.virtual_operator_base_url,
+            virtual_token=settings.virtual_operator_auth_token,
+        )
+        service.listeners += [timers.on_change, hub.on_change, sio.on_change, operators.on_change]
         service.on_reset += [hub.reset, sio.reset]  # a failed commit: sockets close (1013)
         sio.start(service)
+        operators.start(service)
         timer_task = asyncio.create_task(timers.run(), name="crew_aio.timers")
         yield
         if service.rebuilding is not None:
             service.rebuilding.cancel()
         await hub.close_all()
         await sio.close()
+        await operators.close()
         timer_task.cancel()
         await asyncio.gather(timer_task, return_exceptions=True)
         await store.close()

@@ -23,9 +23,11 @@ from crew_aio.config_values import (
     Check,
     Parser,
     at_least,
+    base_url,
     between,
     cors_origins,
     host,
+    host_list,
     known_level,
     parse_level,
     positive,
@@ -179,6 +181,32 @@ class Settings:
         "CREW_SHUTDOWN_TIMEOUT",
         check=positive,
         doc="Seconds in-flight requests get to finish after SIGTERM.",
+    )
+    operator_concurrency: int = _setting(
+        16,
+        "CREW_OPERATOR_CONCURRENCY",
+        check=between(1, 10_000),
+        doc="Requests one operator has in flight at once (Crew has no limit).",
+    )
+    operator_hosts: str = _setting(
+        "*",
+        "CREW_OPERATOR_HOSTS",
+        check=host_list,
+        doc="Hosts operators may POST tasks to: * (any) or a comma-separated list. An "
+        "operator's URL is chosen by an admin; redirects are never followed.",
+    )
+    virtual_operator_base_url: str | None = _setting(
+        None,
+        "CREW_VIRTUAL_OPERATOR_BASE_URL",
+        check=base_url,
+        doc="Crew's virtual operators: every channel's tasks are POSTed to this URL + the "
+        "channel's name (e.g. http://workers:8080/execute/).",
+    )
+    virtual_operator_auth_token: str | None = _setting(
+        None,
+        "CREW_VIRTUAL_OPERATOR_AUTH_TOKEN",
+        secret=True,
+        doc="Bearer token virtual operators send to the workers.",
     )
     cors_origins: str = _setting(
         "*",

@@ -17,8 +17,10 @@ __all__ = [
     "Check",
     "Parser",
     "at_least",
+    "base_url",
     "between",
     "host",
+    "host_list",
     "known_level",
     "parse_level",
     "positive",
@@ -65,6 +67,23 @@ def cors_origins(value: str) -> str | None:
                 f"(not {origin!r})"
             )
     return None
+
+
+def host_list(value: str) -> str | None:
+    """``*`` or host names separated by commas (no scheme, no path)."""
+    if value == "*":
+        return None
+    for name in value.split(","):
+        name = name.strip()
+        if not name or any(c in name for c in "/: \t@"):
+            return f"must be * or host names separated by commas (not {name!r})"
+    return None
+
+
+def base_url(value: str | None) -> str | None:
+    if value is None or value.startswith(("http://", "https://")):
+        return None
+    return "must be an http:// or https:// URL"
 
 
 def known_level(value: str) -> str | None:

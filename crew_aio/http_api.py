@@ -162,6 +162,32 @@ async def pluck(request: web.Request) -> web.Response:
     return json_response(await svc(request).pluck(request.match_info["id"]))
 
 
+async def list_operators(request: web.Request) -> web.Response:
+    return json_response(await svc(request).list_operators(*page(request, 50)))
+
+
+async def count_operators(request: web.Request) -> web.Response:
+    return json_response(await svc(request).count_operators())
+
+
+async def create_operator(request: web.Request) -> web.Response:
+    body = await parse(request, p.CreateOperatorBody)
+    return json_response(await svc(request).create_operator(body))
+
+
+async def get_operator(request: web.Request) -> web.Response:
+    return json_response(await svc(request).get_operator(request.match_info["id"]))
+
+
+async def update_operator(request: web.Request) -> web.Response:
+    body = await parse(request, p.UpdateOperatorBody)
+    return json_response(await svc(request).update_operator(request.match_info["id"], body))
+
+
+async def delete_operator(request: web.Request) -> web.Response:
+    return json_response(await svc(request).delete_operator(request.match_info["id"]))
+
+
 async def channels(request: web.Request) -> web.Response:
     return json_response(await svc(request).channels())
 

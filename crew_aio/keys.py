@@ -8,6 +8,7 @@ key                 record
 ==================  =====================================================================
 ``t:<task id>``     a task (:func:`crew_aio.model.task_to_record`: defaults left out)
 ``g:<group id>``    a task group
+``o:<id>``          an operator (Crew's HTTP push to a worker's URL)
 ``k:<key>``         what a create under an ``Idempotency-Key`` made (kept 24 h)
 ``w:<type>:<wg>``   a workgroup's cool-off (``1`` and ``"1"`` are two workgroups)
 ``m:ids``           the highest id issued: ids of deleted tasks never come back
@@ -26,11 +27,14 @@ from typing import Any, Protocol
 from crew_aio.model import (
     Label,
     Loaded,
+    Operator,
     Remembered,
     Task,
     TaskGroup,
     group_from_record,
     group_to_record,
+    operator_from_record,
+    operator_to_record,
     task_from_json,
     task_from_record,
     task_to_record,
@@ -46,12 +50,13 @@ __all__ = [
     "decode",
     "group_key",
     "idempotency_key",
+    "operator_key",
     "records_of",
     "remembered_record",
     "task_key",
 ]
 
-TASK, GROUP, IDEMPOTENCY, COOLING = "t:", "g:", "k:", "w:"
+TASK, GROUP, IDEMPOTENCY, COOLING, OPERATOR = "t:", "g:", "k:", "w:", "o:"
 ID_MARK = "m:ids"
 CLOCK_MARK = "m:clock"
 HEALTH = "m:health"
@@ -64,6 +69,10 @@ def task_key(task_id: str) -> str:
 
 def group_key(group_id: str) -> str:
     return GROUP + group_id
+
+
+def operator_key(operator_id: str) -> str:
+    return OPERATOR + operator_id
 
 
 def idempotency_key(key: str) -> str:
@@ -99,6 +108,8 @@ def decode(records: Iterable[tuple[str, Any]]) -> Loaded:
                 out.tasks.append(task_from_json(value) if raw else task_from_record(value))
             elif key.startswith(GROUP):
                 out.groups.append(group_from_record(value))
+            elif key.startswith(OPERATOR):
+                out.operators.append(operator_from_record(value))
             elif key == ID_MARK:
                 out.ids.append(str(value["last"]))
             elif key == CLOCK_MARK:
@@ -121,6 +132,8 @@ class Graph(Protocol):
     def tasks(self) -> dict[str, Task]: ...
     @property
     def cooling(self) -> dict[Label, float]: ...
+    @property
+    def operators(self) -> dict[str, Operator]: ...
 
 
 def records_of(graph: Graph) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -131,6 +144,8 @@ def records_of(graph: Graph) -> Iterator[tuple[str, dict[str, Any]]]:
         yield task_key(t.id), task_to_record(t)
     for workgroup, until in graph.cooling.items():
         yield cooling_key(workgroup), cooling_record(workgroup, until)
+    for op in graph.operators.values():
+        yield operator_key(op.id), operator_to_record(op)
 
 
 class Loadable(Protocol):

@@ -36,6 +36,7 @@ __all__ = [
     "Change",
     "Label",
     "Loaded",
+    "Operator",
     "Remembered",
     "Status",
     "Task",
@@ -90,6 +91,7 @@ class Change:
     deleted: dict[str, str] = field(default_factory=dict)  # task id → its group id
     keys: dict[str, None] = field(default_factory=dict)  # idempotency keys added or expired
     cooled: dict[Label, None] = field(default_factory=dict)  # workgroup cool-offs set or ended
+    operators: dict[str, None] = field(default_factory=dict)  # operators added, edited, deleted
     # what an operation did as a whole, for watchers: (group id, Crew's event, its data), e.g.
     # ("g1", "group:syncPause", {"isPaused": True}); the touched tasks and groups are above
     notes: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -98,8 +100,46 @@ class Change:
         """Anything to persist or to announce (a delayed task turning ready touches no record)."""
         return bool(
             self.tasks or self.groups or self.ready_channels or self.keys or self.cooled
-            or self.notes
+            or self.notes or self.operators
         )  # fmt: skip
+
+
+@dataclass(slots=True, eq=False)
+class Operator:
+    """Crew's Operator: ready tasks of ``channel`` are leased by the server itself and POSTed to
+    ``url`` (an HTTP worker); the answer is the release."""
+
+    id: str
+    channel: str
+    url: str
+    request_config: dict[str, Any] | None = None  # headers (and a timeout) of the POST
+    is_paused: bool = False
+    created_at: float = 0.0
+
+
+def operator_to_record(op: Operator) -> dict[str, Any]:
+    return {"_id": op.id, "channel": op.channel, "url": op.url,
+            "requestConfig": op.request_config, "isPaused": op.is_paused,
+            "createdAt": op.created_at}  # fmt: skip
+
+
+def operator_from_record(record: dict[str, Any]) -> Operator:
+    config = record.get("requestConfig")
+    return Operator(
+        id=str(record["_id"]),
+        channel=str(record["channel"]),
+        url=str(record["url"]),
+        request_config=config if isinstance(config, dict) else None,
+        is_paused=bool(record.get("isPaused", False)),
+        created_at=float(record.get("createdAt", 0.0)),
+    )
+
+
+def operator_to_api(op: Operator) -> dict[str, Any]:
+    """Crew's Operator document."""
+    return {"_id": op.id, "channel": op.channel, "url": op.url,
+            "requestConfig": op.request_config, "isPaused": op.is_paused,
+            "createdAt": format_time(op.created_at)}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -118,6 +158,7 @@ class Loaded:
 
     groups: list[TaskGroup] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
+    operators: list[Operator] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)  # the highest ids issued (the id mark)
     clock_mark: float = 0.0  # how far the server's clock got
     remembered: dict[str, Remembered] = field(default_factory=dict)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from msgspec import UNSET, Meta, Struct, UnsetType, field
+from msgspec import UNSET, Meta, Struct, UnsetType, ValidationError, convert, field
 
 from crew_aio.jsvalues import (
     crew_time,
@@ -188,6 +188,51 @@ class UpdateTaskBody(_Body):
             self.run_after = crew_time("runAfter", self.run_after)
 
 
+Url = Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")]
+
+
+class RequestConfig(Struct, kw_only=True):
+    """The part of Crew's axios ``requestConfig`` an operator's POST uses: its headers (e.g.
+    ``Authorization``) and its timeout in milliseconds; other keys are kept and ignored."""
+
+    headers: dict[str, str] | None = None
+    timeout: Annotated[int, Meta(ge=1, le=3_600_000)] | None = None
+
+
+class CreateOperatorBody(_Body):
+    channel: Channel
+    url: Url
+    request_config: dict[str, Any] | None = None
+    is_paused: Any = False
+
+    def __post_init__(self) -> None:
+        self.is_paused = js_truthy(self.is_paused)
+        check_request_config(self.request_config)
+
+
+class UpdateOperatorBody(_Body):
+    channel: Channel | UnsetType = UNSET
+    url: Url | UnsetType = UNSET
+    request_config: dict[str, Any] | UnsetType | None = UNSET
+    is_paused: Any = UNSET
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.is_paused, UnsetType):
+            self.is_paused = js_truthy(self.is_paused)
+        if not isinstance(self.request_config, UnsetType):
+            check_request_config(self.request_config)
+
+
+def check_request_config(config: dict[str, Any] | None) -> None:
+    """``requestConfig``'s headers and timeout must be usable (a 400 names what is not)."""
+    if config is None:
+        return
+    try:
+        convert(config, RequestConfig)
+    except ValidationError as exc:
+        raise ValueError(f"`requestConfig` is not usable: {exc}") from None
+
+
 class AcquireBody(_Body):
     worker_id: WorkerId
     lease_seconds: Annotated[float, Meta(gt=0)] | None = None
@@ -320,6 +365,17 @@ class TaskOut(Struct):
     leaseExpiresAt: str | None
     updatedAt: str
     completedAt: str | None
+
+
+class OperatorOut(Struct):
+    """Crew's Operator document."""
+
+    _id: str
+    channel: str
+    url: str
+    requestConfig: dict[str, Any] | None
+    isPaused: bool
+    createdAt: str
 
 
 class TaskGroupOut(Struct):

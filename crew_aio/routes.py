@@ -20,16 +20,21 @@ from crew_aio.http_api import (
     channels,
     clean,
     count_groups,
+    count_operators,
     create_group,
+    create_operator,
     create_tasks,
     delete_group,
+    delete_operator,
     delete_task,
     extend,
     get_group,
+    get_operator,
     get_task,
     group_tasks,
     healthz,
     list_groups,
+    list_operators,
     pause_group,
     pluck,
     release,
@@ -40,6 +45,7 @@ from crew_aio.http_api import (
     retry_task,
     sync,
     update_group,
+    update_operator,
     update_task,
 )
 from crew_aio.openapi import document
@@ -71,6 +77,7 @@ V1 = "/api/v1"
 WS_PATH = f"{V1}/ws"  # served by ws_hub; listed here for the auth scopes
 GROUP = f"{V1}/task_group/{{id}}"
 TASK = f"{V1}/task/{{id}}"
+OPERATOR = f"{V1}/operator/{{id}}"
 PAGE = ("limit", "skip")
 
 ROUTES: tuple[Route, ...] = (
@@ -118,6 +125,17 @@ ROUTES: tuple[Route, ...] = (
           p.TaskOut, "worker"),
     Route("POST", f"{TASK}/extend", extend, "renew a lease (heartbeat)", p.ExtendBody, p.TaskOut,
           "worker"),
+    Route("GET", f"{V1}/operators", list_operators, "operators, newest first", None,
+          list[p.OperatorOut], query=PAGE),
+    Route("GET", f"{V1}/operators/count", count_operators, "number of operators", None,
+          p.CountOut),
+    Route("POST", f"{V1}/operators", create_operator,
+          "create an operator: the server POSTs its channel's tasks to url",
+          p.CreateOperatorBody, p.OperatorOut),
+    Route("GET", OPERATOR, get_operator, "read an operator", None, p.OperatorOut),
+    Route("PUT", OPERATOR, update_operator, "edit or pause an operator",
+          p.UpdateOperatorBody, p.OperatorOut),
+    Route("DELETE", OPERATOR, delete_operator, "delete an operator", None, p.DeletedOut),
     Route("POST", f"{V1}/clean", clean, "delete expired groups (Crew's cron; any method)", None,
           p.SuccessOut, query=("batch",), any_method=True),
     Route("POST", f"{V1}/bootstrap", bootstrap, "Crew's cron: nothing to do here (any method)",

@@ -32,11 +32,14 @@ from crew_aio.errors import Conflict, Invalid, NotFound, TooLarge
 from crew_aio.fields import compile_function
 from crew_aio.model import (
     GIVEN_FIELDS,
+    Operator,
     Status,
     Task,
     TaskGroup,
     group_to_api,
     group_to_record,
+    operator_to_api,
+    operator_to_record,
     task_to_api,
     task_to_record,
 )
@@ -230,6 +233,12 @@ class Service:
         if now - self._clock_staged >= CLOCK_MARK_EVERY:  # how far time got: at most 1 write/s
             self._clock_staged = now
             store.put(keys.CLOCK_MARK, {"now": now})
+        for oid in change.operators:
+            op = engine.operators.get(oid)
+            if op is None:
+                store.delete(keys.operator_key(oid))
+            else:
+                store.put(keys.operator_key(oid), operator_to_record(op))
         for workgroup in change.cooled:
             until = engine.cooling.get(workgroup)
             if until is None:
@@ -508,6 +517,47 @@ class Service:
         """The plucked copy (crew-ui opens its ``taskGroupId``)."""
         task, ch = self.engine.pluck(task_id, self.clock.now())
         return await self._done(ch, self.task_json(task))
+
+    # operators (Crew's HTTP push; crew_aio.operators runs them) ---------------------------
+    async def list_operators(self, limit: int | None, skip: int) -> list[Json]:
+        ops = self.engine.list_operators(limit, skip)
+        return await self._done(Change(), [operator_to_api(op) for op in ops])
+
+    async def count_operators(self) -> Json:
+        return await self._done(Change(), {"count": len(self.engine.operators)})
+
+    async def get_operator(self, operator_id: str) -> Json:
+        return await self._done(Change(), operator_to_api(self.engine.operator(operator_id)))
+
+    async def create_operator(self, body: p.CreateOperatorBody) -> Json:
+        op, ch = self.engine.create_operator(
+            body.channel, body.url, body.request_config, bool(body.is_paused), self.clock.now()
+        )
+        return await self._done(ch, operator_to_api(op))
+
+    async def update_operator(self, operator_id: str, body: p.UpdateOperatorBody) -> Json:
+        fields = {
+            attr: value
+            for attr in ("channel", "url", "request_config", "is_paused")
+            if not isinstance(value := getattr(body, attr), p.UnsetType)
+        }
+        op, ch = self.engine.update_operator(operator_id, fields)
+        return await self._done(ch, operator_to_api(op))
+
+    async def delete_operator(self, operator_id: str) -> Json:
+        deleted, ch = self.engine.delete_operator(operator_id)
+        return await self._done(ch, {"acknowledged": True, "deletedCount": int(deleted)})
+
+    def operators_of(self, channel: str) -> list[Operator]:
+        """The unpaused operators of ``channel`` (what the operator runner serves)."""
+        return [
+            op
+            for op in self.engine.operators.values()
+            if op.channel == channel and not op.is_paused
+        ]
+
+    def operators(self) -> list[Operator]:
+        return list(self.engine.operators.values())
 
     # channels and leases -----------------------------------------------------------------
     async def channels(self) -> list[Json]:

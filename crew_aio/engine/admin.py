@@ -9,8 +9,8 @@ from typing import Any
 from crew_aio.engine.graph import descendants
 from crew_aio.engine.state import STEP, Change, Steps, run_steps, sliced, transition
 from crew_aio.engine.work import Work
-from crew_aio.errors import Invalid
-from crew_aio.model import EDITABLE, PLUCKED, Label, Task, TaskGroup
+from crew_aio.errors import Invalid, NotFound
+from crew_aio.model import EDITABLE, PLUCKED, Label, Operator, Task, TaskGroup, operator_to_api
 
 __all__ = ["Admin"]
 
@@ -144,6 +144,57 @@ class Admin(Work):
         if kept != t.parent_ids:
             t.parent_ids = kept
             self._touch(t, now)
+
+    # operators (Crew's HTTP push) ----------------------------------------------------------
+    @transition
+    def create_operator(
+        self,
+        ch: Change,
+        channel: str,
+        url: str,
+        request_config: dict[str, Any] | None,
+        is_paused: bool,
+        now: float,
+    ) -> tuple[Operator, Change]:
+        op = Operator(self.new_id(now), channel, url, request_config, is_paused, now)
+        self.operators[op.id] = op
+        ch.operators[op.id] = None
+        ch.notes.append(("operators", "operator:create", operator_to_api(op)))
+        return op, ch
+
+    def operator(self, operator_id: str) -> Operator:
+        op = self.operators.get(operator_id)
+        if op is None:
+            raise NotFound(f"no operator {operator_id!r}")
+        return op
+
+    @transition
+    def update_operator(
+        self, ch: Change, operator_id: str, fields: dict[str, Any]
+    ) -> tuple[Operator, Change]:
+        """Set ``fields`` (attribute names: channel, url, request_config, is_paused)."""
+        op = self.operator(operator_id)
+        for name, value in fields.items():
+            setattr(op, name, value)
+        ch.operators[op.id] = None
+        ch.notes.append(("operators", "operator:update", operator_to_api(op)))
+        if not op.is_paused:  # its channel's ready tasks go to it now
+            ch.ready_channels.add(op.channel)
+        return op, ch
+
+    @transition
+    def delete_operator(self, ch: Change, operator_id: str) -> tuple[bool, Change]:
+        """Forget an operator; False when there was none (MongoDB's deletedCount 0)."""
+        op = self.operators.pop(operator_id, None)
+        if op is not None:
+            ch.operators[operator_id] = None
+            ch.notes.append(("operators", "operator:delete", operator_to_api(op)))
+        return op is not None, ch
+
+    def list_operators(self, limit: int | None, skip: int) -> list[Operator]:
+        """Newest first, as Crew sorts them."""
+        newest_first = reversed(self.operators.values())
+        return list(islice(newest_first, skip, None if limit is None else skip + limit))
 
     # tasks -------------------------------------------------------------------------------
     @transition

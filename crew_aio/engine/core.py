@@ -107,6 +107,9 @@ class Engine(Admin):
         self.remembered.update(loaded.remembered)
         for workgroup, until in loaded.cooling:
             self.cool(workgroup, until)
+        for op in sorted(loaded.operators, key=lambda o: o.id):
+            self.operators[op.id] = op
+            self.observe_id(op.id)
         tasks = loaded.tasks
         self.groups = dict(sorted(self.groups.items()))
         self.remembered = dict(sorted(self.remembered.items(), key=lambda kv: kv[1].at))

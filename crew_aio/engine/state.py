@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from crew_aio.errors import NotFound
-from crew_aio.model import Change, Label, Remembered, Task, TaskGroup
+from crew_aio.model import Change, Label, Operator, Remembered, Task, TaskGroup
 
 __all__ = [
     "NO_CHANGE",
@@ -157,6 +157,7 @@ class State:
         self._last_id = f"{0:024x}"
         self.clock_mark = 0.0  # the latest time a loaded store had seen (see Engine.load)
         self.remembered: dict[str, Remembered] = {}  # idempotency key → what it created
+        self.operators: dict[str, Operator] = {}  # in creation order
         self._ch: Change = NO_CHANGE  # the running operation's (see transition)
 
     def _open(self) -> Change:

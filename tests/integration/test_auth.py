@@ -30,6 +30,12 @@ BODIES: dict[object, Any] = {
     p.AcquireBody: {"workerId": "w1"},
     p.ReleaseBody: {"workerId": "w1", "output": 1, "children": [{"name": "k", "channel": "c"}]},
     p.ExtendBody: {"workerId": "w1"},
+    p.CreateOperatorBody: {
+        "channel": "ops",
+        "url": "http://127.0.0.1:9/execute/ops",
+        "isPaused": True,
+    },
+    p.UpdateOperatorBody: {"isPaused": True},
 }
 NEEDS = {"public": 0, "worker": 1, "admin": 2}
 PUBLIC = {"/", "/api-docs", "/healthz", f"{V1}/openapi.json"}
@@ -48,17 +54,24 @@ def test_every_body_type_has_a_sample() -> None:
 
 
 async def world(api: Api) -> tuple[str, str]:
-    """A group with a leased task (w1) and a ready one: every {id} route has work to do."""
+    """A group with a leased task (w1) and a ready one, and a paused operator: every {id}
+    route has work to do (the operator's id is kept in OPERATOR_IDS[api])."""
     headers = bearer(ADMIN)
     gid = (await api.call("POST", f"{V1}/task_groups", {"name": "g"}, headers=headers))["_id"]
     body = [{"name": "a", "channel": "c"}, {"name": "b", "channel": "c"}]
     await api.call("POST", f"{V1}/task_group/{gid}/tasks", body, headers=headers)
     lease = await api.call("POST", f"{V1}/channel/c/acquire", {"workerId": "w1"}, headers=headers)
+    op = {"channel": "ops", "url": "http://127.0.0.1:9/execute/ops", "isPaused": True}
+    OPERATOR_IDS[id(api)] = (await api.call("POST", f"{V1}/operators", op, headers=headers))["_id"]
     return gid, lease["task"]["_id"]
 
 
-def target(route: Route, gid: str, tid: str) -> str:
+OPERATOR_IDS: dict[int, str] = {}
+
+
+def target(route: Route, gid: str, tid: str, oid: str = "") -> str:
     ident = gid if "/task_group/" in route.path else "c" if "/channel/" in route.path else tid
+    ident = oid if "/operator/" in route.path else ident
     return route.path.replace("{id}", ident)
 
 
@@ -86,7 +99,7 @@ async def test_refusals_come_before_any_work(make_api: ApiFactory, token: str | 
     refused = [r for r in ROUTES if NEEDS[r.scope] > max(GRANTS[token], 0)]
     assert len(refused) == len(ROUTES) - len(PUBLIC) - (3 if token == WORKER else 0)
     for route in refused:
-        resp = await call(api, route, target(route, gid, tid), token)
+        resp = await call(api, route, target(route, gid, tid, OPERATOR_IDS[id(api)]), token)
         status, code = (401, "unauthorized") if GRANTS[token] < 0 else (403, "forbidden")
         assert resp.status == status, (route.method, route.path, resp.status)
         assert (await resp.json())["code"] == code
@@ -110,7 +123,7 @@ async def test_the_right_token_gets_through_every_route(make_api: ApiFactory, to
     assert len(allowed) == (len(ROUTES) if token == ADMIN else len(PUBLIC) + 3)
     for route in allowed:
         gid, tid = await world(api)  # fresh ids: an earlier DELETE must not turn this into a 404
-        resp = await call(api, route, target(route, gid, tid), token)
+        resp = await call(api, route, target(route, gid, tid, OPERATOR_IDS[id(api)]), token)
         assert resp.status == 200, (route.method, route.path, resp.status, await resp.text())
 
 
@@ -129,7 +142,7 @@ async def test_query_token_is_for_the_websocket_handshake_only(make_api: ApiFact
 async def test_without_tokens_configured_everything_is_open(api: Api) -> None:
     gid, tid = await world(api)
     for route in ROUTES:
-        resp = await call(api, route, target(route, gid, tid), None)
+        resp = await call(api, route, target(route, gid, tid, OPERATOR_IDS[id(api)]), None)
         assert resp.status not in (401, 403), route.path
 
 

@@ -11,7 +11,12 @@ import crew_aio
 
 PKG = Path(crew_aio.__file__).parent
 
-TRANSPORTS = ("http_api", "ws_hub", "sio")  # and the ones to come: each sits on wire + service
+TRANSPORTS = (
+    "http_api",
+    "ws_hub",
+    "sio",
+    "operators",
+)  # and the ones to come: each sits on wire + service
 # what no transport may import: the store, the engine, persistence, and the other transports
 NOT_FOR_TRANSPORTS = {
     "sqlite3",
