@@ -191,3 +191,44 @@ async def test_operators_post_only_to_allowed_hosts(make_api: ApiFactory, worker
     await eventually(refused, 10, what="the refusal was not released")
     assert worker.seen == []
     assert "not in --operator-hosts" in (await tasks_of(api, gid))["t"]["errors"][0]
+
+
+async def test_a_worker_dying_mid_request_gets_the_task_again(api: Api, worker: Worker) -> None:
+    """The connection drops mid-request (the worker process died): an error release, and the
+    task runs again on the next request."""
+    calls = {"n": 0}
+
+    async def dies_once(body: dict[str, Any], request: web.Request) -> web.StreamResponse:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            assert request.transport is not None
+            request.transport.abort()  # as a killed process: no answer, the socket reset
+            await asyncio.sleep(1)
+        return web.json_response({"output": {"run": calls["n"]}})
+
+    worker.handlers = {"d": dies_once}
+    await api.post(f"{V1}/operators", {"channel": "d", "url": worker.url("d")})
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks",
+                   {"name": "t", "channel": "d", "errorDelayInSeconds": 0})  # fmt: skip
+    await eventually(lambda: all_done(api, gid), 10, what="the task was not run again")
+    task = (await tasks_of(api, gid))["t"]
+    assert task["output"] == {"run": 2} and len(task["errors"]) == 1 and task["errors"][0]
+
+
+async def test_virtual_operators_serve_every_channel(make_api: ApiFactory, worker: Worker) -> None:
+    base = worker.url("x")[: -len("x")]  # http://127.0.0.1:PORT/execute/
+    api = await make_api(virtual_operator_base_url=base, virtual_operator_auth_token="vt")
+
+    async def echo(body: dict[str, Any], request: web.Request) -> web.Response:
+        return web.json_response({"output": body["input"]})
+
+    worker.handlers = {"v1": echo, "v2": echo}
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks", [
+        {"name": "a", "channel": "v1", "input": 1}, {"name": "b", "channel": "v2", "input": 2},
+    ])  # fmt: skip
+    await eventually(lambda: all_done(api, gid), 10, what="virtual operators did not run")
+    assert {t["name"]: t["output"] for t in (await tasks_of(api, gid)).values()} == {"a": 1, "b": 2}
+    assert {headers["Authorization"] for _, _, headers in worker.seen} == {"Bearer vt"}
+    assert await api.get(f"{V1}/operators/count") == {"count": 0}  # nothing stored
