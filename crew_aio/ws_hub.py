@@ -289,7 +289,16 @@ class Hub:
                 sub.offer()
 
     def _publish(self, change: Change) -> None:
-        events = self.service.events(change)
+        """The change's events to the watchers; only the watched groups' tasks are rendered
+        (unless someone watches everything)."""
+        watched: set[str] = set()
+        everything = False
+        for peer in self.watching:
+            if peer.watch_all:
+                everything = True
+                break
+            watched |= peer.watch_groups
+        events = self.service.events(change, only=None if everything else watched)
         for peer in self.watching:
             for gid, event in events:
                 if peer.watch_all or gid in peer.watch_groups:
