@@ -8,10 +8,10 @@ payloads:
 * ``task:create``, ``task:update`` (the Task object), ``task:delete`` (``{_id, taskGroupId}``);
 * ``task_group:update`` (the TaskGroup), ``group:delete``;
 * ``group:syncPause`` (``{isPaused}``), ``group:retry``, ``group:reset`` (``null``),
-  ``workgroup:delay`` (``{workgroup, update: {runAfter}}``).
-
-Key-mates are announced as ``task:update`` of each task (Crew's ``task:acquire:key`` and
-``task:release:key`` summarise the same).
+  ``workgroup:delay`` (``{workgroup, update: {runAfter}}``), ``group:create``;
+* ``task:acquire:key`` / ``task:release:key`` (``{channel, key, update}``: what happened to
+  every task of a channel + key; each also gets its ``task:update``);
+* ``operator:create|update|delete`` to the room ``operators``.
 
 The events come from the service's one event feed (:meth:`~crew_aio.service.Service.events`,
 which the native WebSocket's ``watch`` reads too), and each is emitted only once the commit

@@ -10,7 +10,16 @@ from crew_aio.engine.graph import descendants
 from crew_aio.engine.state import STEP, Change, Steps, run_steps, sliced, transition
 from crew_aio.engine.work import Work
 from crew_aio.errors import Invalid, NotFound
-from crew_aio.model import EDITABLE, PLUCKED, Label, Operator, Task, TaskGroup, operator_to_api
+from crew_aio.model import (
+    EDITABLE,
+    PLUCKED,
+    Label,
+    Operator,
+    Task,
+    TaskGroup,
+    group_to_api,
+    operator_to_api,
+)
 
 __all__ = ["Admin"]
 
@@ -25,6 +34,7 @@ class Admin(Work):
         self.groups[group.id] = group
         self.group_tasks[group.id] = {}
         ch.groups[group.id] = None
+        ch.notes.append((group.id, "group:create", group_to_api(group)))
         return group, ch
 
     def update_group(

@@ -137,6 +137,13 @@ class Work(State):
                 mate = self.tasks[mid]
                 if mate is not t and mate.assigned_to is None:
                     self._set_assigned(mate, worker_id, now)
+            update = {"assignedTo": worker_id, "assignedAt": format_time(now)}
+            self._key_note(t, "task:acquire:key", update)
+
+    def _key_note(self, t: Task, event: str, update: dict[str, Any]) -> None:
+        """Crew's summary of what happened to every task of ``t``'s channel + key."""
+        note = {"channel": t.channel, "key": t.key, "update": update}
+        self._ch.notes.append((t.group_id, event, note))
 
     def _set_assigned(self, t: Task, worker_id: str | None, now: float | None) -> None:
         self._unindex(t)
@@ -218,8 +225,20 @@ class Work(State):
             if error is not None:
                 self._fail_attempt(t, error, now)
                 self._charge_mates(t, error, now)
+                if t.key is not None:
+                    self._key_note(t, "task:release:key", {
+                        "assignedTo": None, "assignedAt": None, "executeMessageId": None,
+                        "examineMessageId": None, "error": error, "isComplete": False,
+                        "runAfter": format_time(t.run_after),
+                        "remainingAttempts": t.remaining_attempts,
+                    })  # fmt: skip
             else:
                 self._succeed(t, worker_id, output, children, children_delay, now)
+                if t.key is not None:
+                    self._key_note(t, "task:release:key", {
+                        "assignedTo": None, "assignedAt": None, "output": output,
+                        "isComplete": True, "runAfter": None, "remainingAttempts": 0,
+                    })  # fmt: skip
             if workgroup_delay > 0 and t.workgroup is not None:
                 until = now + workgroup_delay
                 self.cool(t.workgroup, until)

@@ -20,7 +20,8 @@ from tests.integration.conftest import Api, ApiFactory
 
 V1 = "/api/v1"
 EVENTS = ("task:create", "task:update", "task:delete", "task_group:update", "group:delete",
-          "group:syncPause", "group:retry", "group:reset", "workgroup:delay")  # fmt: skip
+          "group:syncPause", "group:retry", "group:reset", "workgroup:delay",
+          "task:acquire:key", "task:release:key")  # fmt: skip
 
 
 class Watcher:
@@ -172,3 +173,27 @@ async def test_what_a_failed_commit_dropped_is_never_announced(api: Api, watcher
     await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "kept", "channel": "c"})
     name, task = await watcher.next()  # the feed lives on after the failure
     assert (name, task["name"]) == ("task:create", "kept")
+
+
+async def test_key_mates_are_summarised_as_crew_does(api: Api, watcher: Watcher) -> None:
+    gid = await api.group()
+    twins = [{"name": n, "channel": "c", "key": "same"} for n in ("a", "b")]
+    await api.post(f"{V1}/task_group/{gid}/tasks", twins)
+    await watcher.client.connect(url(api), transports=["websocket"])
+    await watched(api, gid, watcher)
+    lease = (await api.acquire("c"))["task"]
+    got = [await watcher.next() for _ in range(3)]  # both tasks' updates and the summary
+    summary = dict(e for e in got if e[0] == "task:acquire:key")["task:acquire:key"]
+    assert summary["channel"] == "c" and summary["key"] == "same"
+    assert summary["update"]["assignedTo"] == "w1"
+    await api.release(lease["_id"], leaseId=lease["leaseId"], output={"ok": 1})
+    got = [await watcher.next() for _ in range(3)]
+    summary = dict(e for e in got if e[0] == "task:release:key")["task:release:key"]
+    assert summary["update"] == {
+        "assignedTo": None,
+        "assignedAt": None,
+        "output": {"ok": 1},
+        "isComplete": True,
+        "runAfter": None,
+        "remainingAttempts": 0,
+    }
