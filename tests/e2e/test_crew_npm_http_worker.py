@@ -4,7 +4,8 @@ tasks and POSTs them to the workers' express server (``tests/e2e/crew_npm/http_s
 
 One run covers a continuation (the root's answer creates a kid and a task after it), an error
 release and its retry (a worker that throws once), and a workgroup delay asked by a worker
-(``pauseWorkgroupSeconds``), to the end of the DAG.
+(``pauseWorkgroupSeconds``), to the end of the DAG. Another kills the worker process inside a
+request (``tests/e2e/crew_npm/http_kill.js``): the task runs again once the worker is back.
 """
 
 from __future__ import annotations
@@ -53,3 +54,23 @@ def test_crew_http_workers_run_a_dag_as_operators(
     assert tasks["limited"]["errors"] == ["rate limited"] and tasks["limited"]["isComplete"]
     assert tasks["kid"]["output"] == {"seen": [{"root": True}]}
     assert all(t["assignedTo"] is None for t in tasks.values())
+
+
+def test_a_crew_http_worker_killed_mid_request_gets_the_task_again(
+    node: str, server: Server, tmp_path: Path
+) -> None:
+    """The worker process dies inside the request (SIGKILL): the operator's call fails, the
+    task is released with that error and POSTed again once the worker is back."""
+    state, port = tmp_path / "state.json", str(free_port())
+    script = str(NPM_DIR / "http_kill.js")
+    first = subprocess.run([node, script, server.url, port, str(state), "first"], cwd=NPM_DIR,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert first.returncode == -9, (first.returncode, first.stdout, first.stderr)
+    second = subprocess.run([node, script, server.url, port, str(state), "second"], cwd=NPM_DIR,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = json.loads(state.read_text())
+    assert second.returncode == 0 and result["ok"], (result, second.stdout, second.stderr,
+                                                     _tail(server.log.read_text()))  # fmt: skip
+    task = result["task"]
+    assert task["output"] == {"survived": True} and len(task["errors"]) >= 1
+    assert task["assignedTo"] is None
