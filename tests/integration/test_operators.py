@@ -232,3 +232,17 @@ async def test_virtual_operators_serve_every_channel(make_api: ApiFactory, worke
     assert {t["name"]: t["output"] for t in (await tasks_of(api, gid)).values()} == {"a": 1, "b": 2}
     assert {headers["Authorization"] for _, _, headers in worker.seen} == {"Bearer vt"}
     assert await api.get(f"{V1}/operators/count") == {"count": 0}  # nothing stored
+
+
+async def test_operators_survive_a_restart(make_api: ApiFactory) -> None:
+    api = await make_api()
+    made = await api.post(f"{V1}/operators", {
+        "channel": "keep", "url": "http://127.0.0.1:9/execute/keep", "isPaused": True,
+        "requestConfig": {"headers": {"Authorization": "Bearer k"}, "timeout": 1000},
+    })  # fmt: skip
+    gone = await api.post(f"{V1}/operators", {"channel": "gone", "url": "http://127.0.0.1:9/g",
+                                              "isPaused": True})  # fmt: skip
+    await api.delete(f"{V1}/operator/{gone['_id']}")
+    await api.client.close()
+    again = await make_api()  # a restart on the same data directory
+    assert await again.get(f"{V1}/operators") == [made]
