@@ -994,12 +994,23 @@ async def r7_stuck_exit(root: Path, tasks: int = 200, seed: int = 8) -> Outcome:
         storm = Storm(api, leases, checker, concurrency=8)
         await storm.progress(tasks // 4)
         await fault.on()
+
+        async def poke() -> None:  # a write for the watchdog to time, should the storm have
+            while True:  # run out of work while the lock was being taken (a loaded machine)
+                with contextlib.suppress(Exception):
+                    await api.call("POST", f"{V1}/task_groups", {"name": "poke"})
+                await asyncio.sleep(0.2)
+
+        poker = asyncio.create_task(poke())
         started = time.monotonic()
         code = None
         while code is None and time.monotonic() - started < 10:
             await asyncio.sleep(0.02)
             code = crew.exit_code()
         took = time.monotonic() - started
+        poker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poker
         storm.gate.clear()
         await fault.off()
         if code != 70:
