@@ -21,17 +21,10 @@ const HttpWorker = require('@orchard-insights/crew/dist/src/HttpWorker').default
 const HttpWorkerGroup = require('@orchard-insights/crew/dist/src/HttpWorkerGroup').default
 const WorkerServer = require('@orchard-insights/crew/dist/src/WorkerServer').default
 
-const API = BASE_URL.replace(/\/*$/, '') + '/api/v1'
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const { client, sleep } = require('./rest')
 
-async function api (method, path, body) {
-  const res = await fetch(API + path, {
-    method, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  const data = await res.json()
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(data)}`)
-  return data
-}
+const api = client(BASE_URL)
+
 
 const state = PHASE === 'first' ? { channel: 'h_victim_' + Date.now().toString(36) } : JSON.parse(fs.readFileSync(STATE))
 

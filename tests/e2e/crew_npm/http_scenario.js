@@ -23,20 +23,13 @@ const HttpWorker = require('@orchard-insights/crew/dist/src/HttpWorker').default
 const HttpWorkerGroup = require('@orchard-insights/crew/dist/src/HttpWorkerGroup').default
 const WorkerServer = require('@orchard-insights/crew/dist/src/WorkerServer').default
 
-const API = BASE_URL.replace(/\/*$/, '') + '/api/v1'
+const { client, sleep } = require('./rest')
+
+const api = client(BASE_URL)
 const RUN = Date.now().toString(36)
 const CH = { root: 'h_root_' + RUN, kid: 'h_kid_' + RUN }
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const calls = []
 
-async function api (method, path, body) {
-  const res = await fetch(API + path, {
-    method, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  const data = await res.json()
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(data)}`)
-  return data
-}
 
 class RootWorker extends HttpWorker {
   constructor () { super(); this.channel = CH.root; this.name = 'root' }
