@@ -54,6 +54,7 @@ class _Waiter:
     def __init__(self, runner: OperatorRunner, op: Operator, virtual: bool = False) -> None:
         self.runner = runner
         self.op = op
+        self.channel = op.channel  # the queue it stands in (an edit of the channel: a new waiter)
         self.virtual = virtual
         self.worker_id = f"operator_{op.id}"
         self.timeout = runner.timeout_of(op)
@@ -76,8 +77,8 @@ class _Waiter:
 
     def offer(self) -> None:
         dispatcher = self.runner.service.dispatcher
-        dispatcher.enqueue(self.op.channel, self)
-        dispatcher.run([self.op.channel])
+        dispatcher.enqueue(self.channel, self)
+        dispatcher.run([self.channel])
 
 
 class OperatorRunner:
@@ -136,7 +137,7 @@ class OperatorRunner:
                     dispatcher.enqueue(channel, waiter)
 
     def _waiters_of(self, channel: str) -> list[_Waiter]:
-        found = [w for w in self.waiters.values() if w.op.channel == channel]
+        found = [w for w in self.waiters.values() if w.channel == channel]
         if self.virtual_base_url is not None and not found:
             waiter = self.virtual.get(channel)
             if waiter is None:
@@ -156,9 +157,9 @@ class OperatorRunner:
         for oid in list(self.waiters):
             waiter = self.waiters[oid]
             op = current.get(oid)
-            if op is None or op.channel != waiter.op.channel or op is not waiter.op:
-                waiter.closed = True
-                self.service.dispatcher.remove(waiter.op.channel, waiter)
+            if op is None or op.channel != waiter.channel or op is not waiter.op:
+                waiter.closed = True  # its calls under way finish; it takes no more
+                self.service.dispatcher.remove(waiter.channel, waiter)
                 del self.waiters[oid]
         for oid, op in current.items():
             if oid not in self.waiters:

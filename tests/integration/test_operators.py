@@ -246,3 +246,27 @@ async def test_operators_survive_a_restart(make_api: ApiFactory) -> None:
     await api.client.close()
     again = await make_api()  # a restart on the same data directory
     assert await again.get(f"{V1}/operators") == [made]
+
+
+async def test_an_operator_moved_to_another_channel_serves_that_one(
+    api: Api, worker: Worker
+) -> None:
+    async def echo(body: dict[str, Any], request: web.Request) -> web.Response:
+        return web.json_response({"output": body["input"]})
+
+    worker.handlers = {"x": echo}
+    op = await api.post(f"{V1}/operators", {"channel": "old", "url": worker.url("x")})
+    await api.put(f"{V1}/operator/{op['_id']}", {"channel": "new"})
+    gid = await api.group()
+    await api.post(f"{V1}/task_group/{gid}/tasks", [
+        {"name": "on_old", "channel": "old", "input": 1},
+        {"name": "on_new", "channel": "new", "input": 2},
+    ])  # fmt: skip
+
+    async def new_done() -> bool:
+        return bool((await tasks_of(api, gid))["on_new"]["isComplete"])
+
+    await eventually(new_done, 10, what="the moved operator did not serve its new channel")
+    await asyncio.sleep(0.2)
+    tasks = await tasks_of(api, gid)
+    assert tasks["on_old"]["status"] == "ready" and len(worker.seen) == 1
