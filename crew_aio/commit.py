@@ -32,10 +32,6 @@ class Barrier:
         self.future = future  # settled with None (committed) or the commit's error
         self._error = error
 
-    def done(self) -> bool:
-        """True when awaiting it would not wait (committed, failed, or nothing to wait for)."""
-        return self.future is None or self.future.done()
-
     def failed(self) -> bool:
         """True when the commit it waits for failed (its writes were dropped: not done)."""
         if self._error is not None:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from crew_aio.model import (
+    Change,
     Label,
     Loaded,
     Operator,
@@ -54,6 +55,7 @@ __all__ = [
     "records_of",
     "remembered_record",
     "task_key",
+    "writes_of",
 ]
 
 TASK, GROUP, IDEMPOTENCY, COOLING, OPERATOR = "t:", "g:", "k:", "w:", "o:"
@@ -146,6 +148,32 @@ def records_of(graph: Graph) -> Iterator[tuple[str, dict[str, Any]]]:
         yield cooling_key(workgroup), cooling_record(workgroup, until)
     for op in graph.operators.values():
         yield operator_key(op.id), operator_to_record(op)
+
+
+class Staging(Graph, Protocol):
+    """What :func:`writes_of` reads of an engine, besides :class:`Graph`."""
+
+    @property
+    def remembered(self) -> dict[str, Remembered]: ...
+
+
+def writes_of(graph: Staging, change: Change) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """The records ``change`` touched, other than tasks', as they are now: ``(key, record)``,
+    or ``(key, None)`` for one to delete. (Task records are the hot path: the service writes
+    them itself, with :func:`task_key` inlined.)"""
+    for gid in change.groups:
+        g = graph.groups.get(gid)
+        yield group_key(gid), None if g is None else group_to_record(g)
+    for oid in change.operators:
+        op = graph.operators.get(oid)
+        yield operator_key(oid), None if op is None else operator_to_record(op)
+    for workgroup in change.cooled:
+        until = graph.cooling.get(workgroup)
+        yield cooling_key(workgroup), None if until is None else cooling_record(workgroup, until)
+    for key in change.keys:
+        remembered = graph.remembered.get(key)
+        record = None if remembered is None else remembered_record(remembered)
+        yield idempotency_key(key), record
 
 
 class Loadable(Protocol):

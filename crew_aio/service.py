@@ -37,9 +37,7 @@ from crew_aio.model import (
     Task,
     TaskGroup,
     group_to_api,
-    group_to_record,
     operator_to_api,
-    operator_to_record,
     task_to_api,
     task_to_record,
 )
@@ -210,21 +208,20 @@ class Service:
                 put(prefix + tid, task_to_record(t))
 
     def stage_rest(self, change: Change) -> None:
-        engine, store = self.engine, self.store
-        for gid in change.groups:
-            g = engine.groups.get(gid)
-            if g is None:
-                store.delete(keys.group_key(gid))
+        store = self.store
+        for key, record in keys.writes_of(self.engine, change):
+            if record is None:
+                store.delete(key)
             else:
-                store.put(keys.group_key(gid), group_to_record(g))
-        self._stage_marks(change)
+                store.put(key, record)
+        self._stage_marks()
         for listener in self.listeners:
             listener(change)
         if change.ready_channels and not self.draining:
             self.dispatcher.run(change.ready_channels)
 
-    def _stage_marks(self, change: Change) -> None:
-        """The id and clock marks when they moved, and the idempotency keys of the change."""
+    def _stage_marks(self) -> None:
+        """The id and clock marks, when they moved."""
         engine, store = self.engine, self.store
         if engine.last_id != self._id_staged:  # new ids only: a release issues none
             self._id_staged = engine.last_id
@@ -233,24 +230,6 @@ class Service:
         if now - self._clock_staged >= CLOCK_MARK_EVERY:  # how far time got: at most 1 write/s
             self._clock_staged = now
             store.put(keys.CLOCK_MARK, {"now": now})
-        for oid in change.operators:
-            op = engine.operators.get(oid)
-            if op is None:
-                store.delete(keys.operator_key(oid))
-            else:
-                store.put(keys.operator_key(oid), operator_to_record(op))
-        for workgroup in change.cooled:
-            until = engine.cooling.get(workgroup)
-            if until is None:
-                store.delete(keys.cooling_key(workgroup))
-            else:
-                store.put(keys.cooling_key(workgroup), keys.cooling_record(workgroup, until))
-        for key in change.keys:
-            remembered = engine.remembered.get(key)
-            if remembered is None:
-                store.delete(keys.idempotency_key(key))
-            else:
-                store.put(keys.idempotency_key(key), keys.remembered_record(remembered))
 
     async def _done(self, change: Change, answer: T) -> T:
         """Stage ``change``; ``answer`` once everything staged so far is committed."""
@@ -547,14 +526,6 @@ class Service:
     async def delete_operator(self, operator_id: str) -> Json:
         deleted, ch = self.engine.delete_operator(operator_id)
         return await self._done(ch, {"acknowledged": True, "deletedCount": int(deleted)})
-
-    def operators_of(self, channel: str) -> list[Operator]:
-        """The unpaused operators of ``channel`` (what the operator runner serves)."""
-        return [
-            op
-            for op in self.engine.operators.values()
-            if op.channel == channel and not op.is_paused
-        ]
 
     def operators(self) -> list[Operator]:
         return list(self.engine.operators.values())

@@ -159,7 +159,7 @@ class SocketIO:
                 if not self._queue or self._queue[0] is not entry:
                     continue  # reset meanwhile (a failed commit): the queue was dropped
                 self._queue.popleft()
-                if not barrier.done() or barrier.failed():
+                if barrier.failed():
                     continue
                 for gid, event, data in events:
                     try:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support.server import Server, free_port
+from tests.support.wait import eventually
 
 UI_DIR = Path(__file__).resolve().parent / "crew_ui"
 CREW_UI = UI_DIR / "node_modules" / ".bin" / "crew-ui"
@@ -88,11 +89,10 @@ def call(api: str, method: str, path: str, body: Any = None) -> Any:
 
 
 async def test_crew_ui_runs_against_crew_aio(chromium: str, stack: tuple[str, str]) -> None:
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import async_playwright
 
     api, ui = stack
-    group = call(api, "POST", "/task_groups", {"name": "campaign 42"})
-    gid = group["_id"]
+    gid = call(api, "POST", "/task_groups", {"name": "campaign 42"})["_id"]
     call(api, "POST", f"/task_group/{gid}/tasks", [
         {"_child_id": 1, "name": "adset", "channel": "ui_c"},
         {"_child_id": 2, "_parent_ids": [1], "name": "ad", "channel": "ui_c"},
@@ -107,67 +107,91 @@ async def test_crew_ui_runs_against_crew_aio(chromium: str, stack: tuple[str, st
         page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
                 if r.status >= 400 and "/api/" in r.url else None)  # fmt: skip
         try:
-            await page.goto(ui)
-            await expect(page.get_by_text("campaign 42")).to_be_visible(timeout=15000)
-            await page.screenshot(path=SHOTS / "1_groups.png")
-            await page.get_by_text("campaign 42").first.click()
-            await expect(page.get_by_role("cell", name="adset")).to_be_visible(timeout=15000)
-            await expect(page.get_by_role("cell", name="ad", exact=True)).to_be_visible()
-            await page.screenshot(path=SHOTS / "2_group.png")
-
-            # a worker completes a task: the page shows it at once, without a reload
-            lease = call(api, "POST", "/channel/ui_c/acquire", {"workerId": "w"})["task"]
-            call(
-                api, "POST", f"/task/{lease['_id']}/release", {"workerId": "w", "output": {"ok": 1}}
-            )
-            await expect(page.get_by_text("Percent Complete: 50.00%")).to_be_visible(timeout=10000)
-            await page.screenshot(path=SHOTS / "3_live_update.png")
-
-            await page.get_by_role("button", name="Pause").click()
-            await expect(page.get_by_role("button", name="Resume")).to_be_visible(timeout=10000)
-            assert call(api, "GET", f"/task_group/{gid}")["isPaused"] is True
-            await page.get_by_role("button", name="Resume").click()
-            await expect(page.get_by_role("button", name="Pause")).to_be_visible(timeout=10000)
-            assert call(api, "GET", f"/task_group/{gid}")["isPaused"] is False
-
-            await page.get_by_role("button", name="Retry Failed Tasks").click()
-            await page.get_by_role("button", name="Retry", exact=True).click()
-            await page.get_by_role("button", name="Reset").first.click()
-            await page.get_by_role("dialog").get_by_role("button", name="Reset").click()
-            await expect(page.get_by_text("Percent Complete: 50.00%")).to_be_hidden(timeout=10000)
-            tasks = call(api, "GET", f"/task_group/{gid}/tasks")
-            assert [t["isComplete"] for t in tasks] == [False, False]
-            await page.screenshot(path=SHOTS / "4_after_reset.png")
-
-            # a task's detail, and pluck: crew-ui opens the copy's new group
-            row = page.get_by_role("row").filter(has=page.get_by_role("cell", name="adset"))
-            await row.locator("button.p-button-secondary").click()
-            await expect(page.get_by_role("dialog")).to_be_visible(timeout=10000)
-            await page.screenshot(path=SHOTS / "5_task_detail.png")
-            await page.get_by_role("button", name="Pluck").click()
-            await page.wait_for_url(re.compile(r"/task_group/(?!" + gid + ")"), timeout=10000)
-            await expect(page.get_by_text(re.compile("Pluck Task"))).to_be_visible(timeout=10000)
-            await page.screenshot(path=SHOTS / "6_plucked.png")
-
-            await expect(page.get_by_role("dialog")).to_be_hidden(timeout=10000)
-            # crew-ui's navbar items (PrimeVue Menubar `to:`) do not navigate with the PrimeVue 3
-            # its ^3.12 range resolves to today, and its static server has no SPA fallback for
-            # /operators: go there through its router, as its own link would
-            await page.evaluate("""() => {
-                history.pushState({}, '', '/operators')
-                dispatchEvent(new PopStateEvent('popstate'))
-            }""")
-            await expect(page.get_by_text("ui_ops")).to_be_visible(timeout=10000)
-            await page.screenshot(path=SHOTS / "7_operators.png")
-
-            await page.goto(ui)
-            await page.get_by_text("campaign 42").first.click()
-            await page.get_by_role("button", name="Delete").first.click()
-            await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
-            await page.wait_for_timeout(1000)
-            await page.screenshot(path=SHOTS / "8_deleted.png")
-            groups = call(api, "GET", "/task_groups")
-            assert gid not in {g["_id"] for g in groups}
+            await group_page_updates_live(page, api, ui)
+            await group_buttons_act(page, api, gid)
+            await pluck_opens_the_copy(page, gid)
+            await operators_page_lists(page)
+            await delete_removes_the_group(page, api, ui, gid)
         finally:
             await browser.close()
     assert problems == []
+
+
+async def group_page_updates_live(page: Any, api: str, ui: str) -> None:
+    """The group list, a group's tasks, and a worker's completion shown without a reload."""
+    from playwright.async_api import expect
+
+    await page.goto(ui)
+    await expect(page.get_by_text("campaign 42")).to_be_visible(timeout=15000)
+    await page.screenshot(path=SHOTS / "1_groups.png")
+    await page.get_by_text("campaign 42").first.click()
+    await expect(page.get_by_role("cell", name="adset")).to_be_visible(timeout=15000)
+    await expect(page.get_by_role("cell", name="ad", exact=True)).to_be_visible()
+    await page.screenshot(path=SHOTS / "2_group.png")
+    lease = call(api, "POST", "/channel/ui_c/acquire", {"workerId": "w"})["task"]
+    release = {"workerId": "w", "output": {"ok": 1}}
+    call(api, "POST", f"/task/{lease['_id']}/release", release)
+    await expect(page.get_by_text("Percent Complete: 50.00%")).to_be_visible(timeout=10000)
+    await page.screenshot(path=SHOTS / "3_live_update.png")
+
+
+async def group_buttons_act(page: Any, api: str, gid: str) -> None:
+    """Pause, Resume, Retry Failed Tasks and Reset do what the server then reports."""
+    from playwright.async_api import expect
+
+    await page.get_by_role("button", name="Pause").click()
+    await expect(page.get_by_role("button", name="Resume")).to_be_visible(timeout=10000)
+    assert call(api, "GET", f"/task_group/{gid}")["isPaused"] is True
+    await page.get_by_role("button", name="Resume").click()
+    await expect(page.get_by_role("button", name="Pause")).to_be_visible(timeout=10000)
+    assert call(api, "GET", f"/task_group/{gid}")["isPaused"] is False
+    await page.get_by_role("button", name="Retry Failed Tasks").click()
+    await page.get_by_role("button", name="Retry", exact=True).click()
+    await page.get_by_role("button", name="Reset").first.click()
+    await page.get_by_role("dialog").get_by_role("button", name="Reset").click()
+    await expect(page.get_by_text("Percent Complete: 50.00%")).to_be_hidden(timeout=10000)
+    tasks = call(api, "GET", f"/task_group/{gid}/tasks")
+    assert [t["isComplete"] for t in tasks] == [False, False]
+    await page.screenshot(path=SHOTS / "4_after_reset.png")
+
+
+async def pluck_opens_the_copy(page: Any, gid: str) -> None:
+    """A task's detail, and Pluck: crew-ui opens the copy's new group."""
+    from playwright.async_api import expect
+
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name="adset"))
+    await row.locator("button.p-button-secondary").click()
+    await expect(page.get_by_role("dialog")).to_be_visible(timeout=10000)
+    await page.screenshot(path=SHOTS / "5_task_detail.png")
+    await page.get_by_role("button", name="Pluck").click()
+    await page.wait_for_url(re.compile(r"/task_group/(?!" + gid + ")"), timeout=10000)
+    await expect(page.get_by_text(re.compile("Pluck Task"))).to_be_visible(timeout=10000)
+    await page.screenshot(path=SHOTS / "6_plucked.png")
+    await expect(page.get_by_role("dialog")).to_be_hidden(timeout=10000)
+
+
+async def operators_page_lists(page: Any) -> None:
+    from playwright.async_api import expect
+
+    # crew-ui's navbar items (PrimeVue Menubar `to:`) do not navigate with the PrimeVue 3 its
+    # ^3.12 range resolves to today, and its static server has no SPA fallback for /operators:
+    # go there through its router, as its own link would
+    await page.evaluate("""() => {
+        history.pushState({}, '', '/operators')
+        dispatchEvent(new PopStateEvent('popstate'))
+    }""")
+    await expect(page.get_by_text("ui_ops")).to_be_visible(timeout=10000)
+    await page.screenshot(path=SHOTS / "7_operators.png")
+
+
+async def delete_removes_the_group(page: Any, api: str, ui: str, gid: str) -> None:
+    await page.goto(ui)
+    await page.get_by_text("campaign 42").first.click()
+    await page.get_by_role("button", name="Delete").first.click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+
+    def gone() -> bool:
+        return gid not in {g["_id"] for g in call(api, "GET", "/task_groups")}
+
+    await eventually(gone, 10, what="the group was not deleted")
+    await page.screenshot(path=SHOTS / "8_deleted.png")
