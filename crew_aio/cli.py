@@ -30,7 +30,7 @@ from crew_aio.config import (
     load_settings,
 )
 
-__all__ = ["main", "serve", "worker"]
+__all__ = ["bench", "main", "serve", "worker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROG: Final = "crew-aio"
@@ -196,3 +196,76 @@ def worker(workers: tuple[str, ...], url: str, token: str | None, poll: bool,
     sdk.run(
         sdk.run_workers(loaded, url=url, token=token, poll=poll, shutdown_timeout=shutdown_timeout)
     )
+
+
+def _csv(choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str], list[str]]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        wrong = [v for v in items if v not in choices]
+        if wrong or not items:
+            raise click.BadParameter(
+                f"{','.join(wrong) or 'nothing'}: pick from {','.join(choices)}"
+            )
+        return items
+
+    return parse
+
+
+@main.command()
+@click.option("--url", default=None, help="Measure this server instead of starting one "
+              "(server CPU, RSS and restart are then not measured).")  # fmt: skip
+@click.option("--token", envvar="CREW_TOKEN", default=None, metavar="TOKEN",
+              help="Admin token of --url's server.")  # fmt: skip
+@click.option("--workloads", default="w3,w2,w1,scale", show_default=True,
+              callback=_csv(("w1", "w2", "w3", "scale")),
+              help="Which workloads to run.")  # fmt: skip
+@click.option("--shapes", default="ws,ws64,poll,crew", show_default=True,
+              callback=_csv(("ws", "ws64", "poll", "crew")),
+              help="Worker shapes: ws (SDK defaults), ws64 (prefetch 64), poll (SDK --poll), "
+              "crew (Crew's protocol).")  # fmt: skip
+@click.option("--tasks", type=click.IntRange(1_000), default=20_000, show_default=True,
+              help="W1: no-op tasks.")  # fmt: skip
+@click.option("--procs", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Worker processes.")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=2, show_default=True,
+              help="Concurrency of each worker process.")  # fmt: skip
+@click.option("--pickups", type=click.IntRange(10), default=300, show_default=True,
+              help="W3: tasks created one at a time.")  # fmt: skip
+@click.option("--scale-tasks", type=click.IntRange(1_000), default=1_000_000, show_default=True,
+              help="Scale: tasks resident beside W1.")  # fmt: skip
+@click.option("--json", "json_out", type=click.File("wb"), default=None,
+              help="Also write the figures as JSON to this file (- for stdout).")  # fmt: skip
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when stderr is a terminal).")  # fmt: skip
+def bench(url: str | None, token: str | None, workloads: list[str], shapes: list[str],
+          tasks: int, procs: int, concurrency: int, pickups: int, scale_tasks: int,
+          json_out: Any, progress: bool | None) -> None:  # fmt: skip
+    """Measure this machine: W1 throughput, W2 DAG, W3 pickup and the scale run.
+
+    Starts a server on a temporary data dir (a fresh one per worker shape) unless --url is
+    given, and real worker processes; prints a Markdown table.
+    """
+    import asyncio
+    import sys
+
+    import orjson
+
+    from crew_aio.bench import Options, run_bench, steps_of, table
+
+    options = Options(url=url, token=token, shapes=shapes, workloads=workloads, tasks=tasks,
+                      procs=procs, concurrency=concurrency, pickups=pickups,
+                      scale_tasks=scale_tasks, env=os.environ)  # fmt: skip
+    shown = sys.stderr.isatty() if progress is None else progress
+    with click.progressbar(length=steps_of(options), label="crew-aio bench", file=sys.stderr,
+                           show_pos=True, item_show_func=lambda s: s) as bar:  # fmt: skip
+
+        def step(label: str) -> None:
+            if shown:
+                bar.update(1, label)
+            else:
+                click.echo(f"bench: {label}", err=True)
+
+        result = asyncio.run(run_bench(options, step))
+    click.echo(table(result))
+    if json_out is not None:
+        json_out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")

@@ -32,6 +32,7 @@ __all__ = [
     "CreateGroupBody",
     "CreateTaskBody",
     "ExtendBody",
+    "CapacityFrame",
     "ExtendFrame",
     "Frame",
     "ReleaseBody",
@@ -481,6 +482,13 @@ class ExtendFrame(_Frame, tag="extend"):
     lease_seconds: Annotated[float, Meta(gt=0)] | None = None
 
 
+class CapacityFrame(_Frame, tag="capacity"):
+    """Change the subscription's capacity in place (the SDK's adaptive prefetch): the leases
+    it holds still count; a larger capacity is pushed tasks at once."""
+
+    capacity: Annotated[int, Meta(ge=1, le=10_000)]
+
+
 class UnsubscribeFrame(_Frame, tag="unsubscribe"):
     """Stop pushes to this socket (graceful worker stop); held leases stay as they are."""
 
@@ -495,12 +503,20 @@ class UnwatchFrame(_Frame, tag="unwatch"):
     all: bool = False
 
 
-Frame = SubscribeFrame | UnsubscribeFrame | ReleaseFrame | ExtendFrame | WatchFrame | UnwatchFrame
+Frame = (
+    SubscribeFrame
+    | CapacityFrame
+    | UnsubscribeFrame
+    | ReleaseFrame
+    | ExtendFrame
+    | WatchFrame
+    | UnwatchFrame
+)
 
 # "type" → its frame class: converting to one Struct costs ~1 us, to the union ~18 us (msgspec
 # builds a union's decoder on every convert); the union stays for the error of an unknown type
-_FRAME_CLASSES = (SubscribeFrame, UnsubscribeFrame, ReleaseFrame, ExtendFrame, WatchFrame,
-                  UnwatchFrame)  # fmt: skip
+_FRAME_CLASSES = (SubscribeFrame, CapacityFrame, UnsubscribeFrame, ReleaseFrame, ExtendFrame,
+                  WatchFrame, UnwatchFrame)  # fmt: skip
 FRAME_TYPES: dict[str, type[_Frame]] = {
     str(kind.__struct_config__.tag): kind for kind in _FRAME_CLASSES
 }

@@ -87,6 +87,7 @@ def crew_error_response(exc: CrewError) -> web.Response:
 
 
 _NAMED = re.compile(r"^`(\w+)` ")
+_MISSING = re.compile(r"^Object missing required field `(\w+)`")
 _AT = re.compile(r" - at `\$(.*)`$")
 
 
@@ -155,6 +156,9 @@ def validate(data: Any, kind: type[B], prefix: str = "") -> B:
         named = _NAMED.match(text)  # a check of a whole Struct names its field: `runAfter` ...
         if named:
             field = f"{field}.{named.group(1)}" if field else named.group(1)
+        missing = _MISSING.match(text)  # a missing field is named too, where it is missing
+        if missing:
+            field = f"{field}.{missing.group(1)}" if field else missing.group(1)
         raise Invalid(
             _AT.sub("", text).replace("`", "", 2 if named else 0), field=field or None
         ) from None

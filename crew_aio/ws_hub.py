@@ -356,6 +356,8 @@ class Hub:
         match frame:
             case p.SubscribeFrame():
                 self._subscribe(peer, frame)
+            case p.CapacityFrame():
+                self._capacity(peer, frame)
             case p.UnsubscribeFrame():
                 self._unsubscribe(peer)
                 peer.send({"type": "unsubscribed", "ref": frame.ref})
@@ -389,6 +391,16 @@ class Hub:
         answer = {"type": "subscribed", "ref": frame.ref, "workerId": sub.worker_id}
         peer.send(answer | {"channels": sub.channels, "capacity": sub.capacity})
         sub.offer()
+
+    def _capacity(self, peer: Peer, frame: p.CapacityFrame) -> None:
+        sub = peer.sub
+        if sub is None:
+            raise Invalid("capacity needs a subscription: subscribe first", field="type")
+        grew = frame.capacity > sub.capacity
+        sub.capacity = frame.capacity
+        peer.send({"type": "ack", "ref": frame.ref, "capacity": sub.capacity})
+        if grew:
+            sub.offer()
 
     def _unsubscribe(self, peer: Peer) -> None:
         sub, peer.sub = peer.sub, None

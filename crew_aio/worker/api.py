@@ -46,9 +46,10 @@ class Worker:
     concurrency: int = 1  # tasks in flight in this process
     lease_seconds: float | None = None  # None: the server's default lease
     # tasks leased ahead over the WebSocket, waiting here (heartbeats keep their leases) until
-    # one of the ``concurrency`` slots frees: raise it for many short tasks; 0 hands each task
-    # to whichever process is free first (long tasks)
-    prefetch: int = 0
+    # one of the ``concurrency`` slots frees. None (the default) adapts: up to 64 while recent
+    # executes are short, none once they take 20 ms or more (see crew_aio.worker.prefetch);
+    # a number pins it (0: each task goes to whichever process is free first)
+    prefetch: int | None = None
 
     def execute(self, input: Any, parents: list[Json]) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.execute")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -91,6 +91,7 @@ class LeaseRunner:
         self._works: set[asyncio.Task[Any]] = set()  # tasks inside ``execute`` now
         self._stopped: set[asyncio.Task[Any]] = set()  # of those, cancelled by the hard stop
         self._stopper: asyncio.Task[None] | None = None
+        self.on_executed: Callable[[float], object] | None = None  # gets each execute's seconds
 
     async def run(self, lease: Lease) -> str:
         """Wait for a slot, execute, heartbeat meanwhile (from the start: a prefetched lease
@@ -99,7 +100,10 @@ class LeaseRunner:
         heartbeat = _Heartbeat(self, lease)
         try:
             async with self.slots:
+                began = time.monotonic()
                 body, result = await self._execute(lease)
+                if self.on_executed is not None:
+                    self.on_executed(time.monotonic() - began)
         finally:
             await heartbeat.stop()
         delivered = await self.release(lease, body)

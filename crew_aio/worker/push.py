@@ -28,6 +28,7 @@ from crew_aio.worker.api import Worker
 from crew_aio.worker.backoff import Backoff, sleep_unless
 from crew_aio.worker.lease import NETWORK_ERRORS, Lease, LeaseRunner, log
 from crew_aio.worker.poll import PollSlot, guarded
+from crew_aio.worker.prefetch import Prefetch
 
 __all__ = ["PushSession"]
 
@@ -50,6 +51,8 @@ class PushSession:
         self.worker_id = worker_id
         self.stop = stop
         self.runner = LeaseRunner(worker, self, hard_stop, give_up)
+        self.prefetch = Prefetch(worker.concurrency, worker.prefetch)
+        self.runner.on_executed = self._executed
         self.slots: Sequence[PollSlot] = ()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.pending: dict[str, asyncio.Future[Json]] = {}
@@ -79,6 +82,14 @@ class PushSession:
         frame |= {"leaseId": lease_id} if lease_id is not None else {}
         frame |= {"leaseSeconds": lease_seconds} if lease_seconds is not None else {}
         return await self._call(frame)
+
+    def _executed(self, seconds: float) -> None:
+        """Adaptive prefetch: tell the server the new capacity when it changed enough (a
+        socket that is down learns it at its next subscribe)."""
+        if self.prefetch.executed(seconds) and self.ws is not None and not self.ws.closed:
+            frame = {"type": "capacity", "capacity": self.prefetch.capacity}
+            sent = asyncio.ensure_future(self._call(frame))
+            sent.add_done_callback(_ignore_failure)
 
     async def _call(self, frame: Json) -> Json:
         """Queue ``frame`` for the socket (see :meth:`_schedule_flush`); its ack's task."""
@@ -182,7 +193,7 @@ class PushSession:
     ) -> bool:
         frame: Json = {"type": "subscribe", "ref": ref, "workerId": self.worker_id,
                        "channels": channels,
-                       "capacity": self.worker.concurrency + self.worker.prefetch}  # fmt: skip
+                       "capacity": self.prefetch.capacity}  # fmt: skip
         if self.worker.lease_seconds is not None:
             frame["leaseSeconds"] = self.worker.lease_seconds
         await ws.send_str(orjson.dumps(frame).decode())
@@ -248,6 +259,12 @@ class PushSession:
     def use_poll(self, on: bool) -> None:
         for slot in self.slots:
             (slot.active.set if on else slot.active.clear)()
+
+
+def _ignore_failure(future: asyncio.Future[Json]) -> None:
+    """A capacity frame the socket lost: the next subscribe carries the capacity anyway."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _time_out(future: asyncio.Future[Json]) -> None:

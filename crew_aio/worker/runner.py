@@ -44,7 +44,7 @@ def _check(workers: Sequence[Worker]) -> None:
             raise ValueError(f"{type(worker).__name__} has no channel")
         if worker.concurrency < 1:
             raise ValueError(f"{type(worker).__name__}.concurrency must be >= 1")
-        if worker.prefetch < 0:
+        if worker.prefetch is not None and worker.prefetch < 0:
             raise ValueError(f"{type(worker).__name__}.prefetch must be >= 0")
 
 

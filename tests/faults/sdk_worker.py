@@ -5,7 +5,7 @@ Configured by environment (the harness sets it): ``FAULT_CHANNEL``, ``FAULT_CONC
 ``FAULT_LOG`` (a JSON-lines file). Each execution start and each release the SDK saw answered
 with a 2xx is appended to ``FAULT_LOG`` (one ``write`` per line, so a kill -9 loses no earlier
 line): the harness's Checker reads them back. The records come from wrapping the SDK's
-``LeaseRunner`` in this process only, as ``benchmarks/_bench_worker.py`` does.
+``LeaseRunner`` in this process only, as ``crew_aio/bench/worker.py`` does.
 """
 
 from __future__ import annotations

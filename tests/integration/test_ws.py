@@ -94,6 +94,49 @@ async def test_capacity_limits_pushes(api: Api) -> None:
     await ws.close()
 
 
+async def test_capacity_frame_changes_capacity_in_place(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api, capacity=1)
+    await add(api, gid, *[f"t{i}" for i in range(5)])
+    assert (await frame(ws))["task"]["name"] == "t0"
+    await nothing(ws)
+    # grown: the held lease still counts, so 2 more come at once
+    await ws.send_json({"type": "capacity", "capacity": 3, "ref": "c"})
+    got = [await frame(ws) for _ in range(3)]
+    assert got[0] == {"type": "ack", "ref": "c", "capacity": 3}
+    assert [f["task"]["name"] for f in got[1:]] == ["t1", "t2"]
+    await nothing(ws)
+    # shrunk below what is held: nothing more is pushed until the holdings drop under it
+    await ws.send_json({"type": "capacity", "capacity": 1, "ref": "d"})
+    assert await frame(ws) == {"type": "ack", "ref": "d", "capacity": 1}
+    for f in got[1:]:
+        await ws.send_json({"type": "release", "taskId": f["task"]["_id"], "output": 1})
+        assert (await frame(ws))["type"] == "ack"
+    await nothing(ws)
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "field"),
+    [({"capacity": 0}, "capacity"), ({"capacity": "9"}, "capacity"), ({}, "capacity")],
+)
+async def test_capacity_frame_is_checked(api: Api, sent: dict[str, Any], field: str) -> None:
+    ws = await subscribe(api)
+    await ws.send_json({"type": "capacity", "ref": 1, **sent})
+    error = await frame(ws)
+    assert error["type"] == "error" and error["status"] == 400 and field in error["field"]
+    await ws.close()
+
+
+async def test_capacity_frame_needs_a_subscription(api: Api) -> None:
+    ws = await api.client.ws_connect(WS)
+    await ws.send_json({"type": "capacity", "capacity": 4, "ref": 1})
+    error = await frame(ws)
+    assert error["type"] == "error" and error["status"] == 400
+    assert "subscribe first" in error["message"]
+    await ws.close()
+
+
 async def test_fair_hand_out_between_sockets_and_long_polls(api: Api) -> None:
     gid = await api.group()
     ws1 = await subscribe(api, "w1", capacity=5)

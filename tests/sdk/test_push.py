@@ -218,3 +218,41 @@ async def test_releases_of_one_loop_turn_travel_as_one_batch(
 
 async def _held(hub: Any, n: int) -> bool:
     return sum(len(peer.sub.held) for peer in hub.peers if peer.sub is not None) == n
+
+
+class Quick(Worker):
+    channel = "quick"
+    concurrency = 2
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.done = 0
+
+    async def execute(self, input: Any, parents: list[Json]) -> Any:
+        if self.seconds:
+            await asyncio.sleep(self.seconds)
+        self.done += 1
+        return None
+
+
+def capacities(server: Any) -> list[int]:
+    return [peer.sub.capacity for peer in server.app[HUB].peers if peer.sub is not None]
+
+
+async def test_adaptive_prefetch_leases_ahead_for_short_tasks_only() -> None:
+    """SDK defaults: short executes raise the socket's capacity (a capacity frame), long ones
+    bring it back to the worker's concurrency, so a long task waits in no process's queue."""
+    from crew_aio.testing import CrewServer
+
+    async with CrewServer() as server, server.client() as client:
+        gid = (await client.create_group("g"))["_id"]
+        quick = Quick()
+        async with server.workers(quick):
+            await eventually(lambda: capacities(server) == [2], what="subscribed at concurrency")
+            await client.add_tasks(gid, [{"name": f"q{i}", "channel": "quick"} for i in range(50)])
+            await eventually(lambda: quick.done == 50, what="50 quick tasks ran")
+            await eventually(lambda: capacities(server) == [2 + 64], what="capacity grew to 66")
+            quick.seconds = 0.2  # now long: after one, nothing is leased ahead any more
+            await client.add_tasks(gid, [{"name": f"s{i}", "channel": "quick"} for i in range(4)])
+            await eventually(lambda: capacities(server) == [2], limit=5, what="back to 2")
+            await eventually(lambda: quick.done == 54, limit=5, what="the slow ones ran")

@@ -1,0 +1,528 @@
+"""``crew-aio bench``: how fast this machine runs crew_aio, measured the way workers use it.
+
+It starts a server of its own on a temporary data dir (a fresh one per worker shape), or uses
+``--url``, and real worker processes (``python -m crew_aio.bench.worker``), each a separate
+Python process with the SDK, as users run them. Workloads:
+
+- **W3 pickup**: with the workers idle, ``--pickups`` tasks created one at a time; from just
+  before the create request is sent to the first line of ``execute`` (``time.time()`` in both
+  processes: same machine, same clock). p50 and p99.
+- **W2 DAG**: 1,102 tasks, root → 100 children → 10 grandchildren each → one join over the
+  1,000 grandchildren, created in one request; from just before that request to the join's
+  ``execute`` start (best of 3). Join lag: the last grandchild's ``execute`` end → the join's
+  start. Also the same DAG created by the root's release (continuations).
+- **W1 throughput**: ``--tasks`` no-op tasks created in batches of 1,000 before the workers
+  start (the batch enqueue rate); from the first ``execute`` start to the last release's answer.
+  With a server of its own, the server's CPU (all threads, from ``/proc``) over that window,
+  per task.
+- **scale**: ``--scale-tasks`` tasks resident (in a paused group), then W1 again beside them;
+  the server's RSS, and a restart's time from spawn to listening.
+
+Worker shapes (``--shapes``): ``ws`` (the SDK's defaults: WebSocket push, adaptive prefetch),
+``ws64`` (prefetch pinned at 64), ``poll`` (the SDK's long-poll REST mode) and ``crew`` (Crew's
+protocol as Crew's own Worker speaks it: acquire one task, release it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import platform
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from crew_aio.bench.dag import dag_specs
+from crew_aio.client import Client
+
+__all__ = ["SHAPES", "Options", "Shape", "run_bench", "table"]
+
+Json = dict[str, Any]
+TICK: Final = os.sysconf("SC_CLK_TCK")
+PAGE: Final = os.sysconf("SC_PAGE_SIZE")
+LISTENING: Final = re.compile(r"listening on (http://[^\s\"]+)")
+PART_TIMEOUT: Final = 180.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    key: str
+    label: str
+    mode: str  # ws, poll or crew (crew_aio.bench.worker --mode)
+    prefetch: str = "auto"
+
+
+SHAPES: Final = {
+    s.key: s
+    for s in (
+        Shape("ws", "WebSocket, SDK defaults", "ws"),
+        Shape("ws64", "WebSocket, prefetch 64", "ws", "64"),
+        Shape("poll", "REST long-poll, SDK --poll", "poll"),
+        Shape("crew", "REST, Crew's protocol", "crew"),
+    )
+}
+
+
+@dataclass
+class Options:
+    url: str | None = None
+    token: str | None = None
+    shapes: Sequence[str] = ("ws", "ws64", "poll", "crew")
+    workloads: Sequence[str] = ("w3", "w2", "w1", "scale")
+    tasks: int = 20_000
+    procs: int = 2
+    concurrency: int = 2
+    pickups: int = 300
+    scale_tasks: int = 1_000_000
+    dag_runs: int = 3
+    env: Mapping[str, str] = field(default_factory=dict)  # of the processes it starts
+
+
+@dataclass
+class Row:
+    shape: str
+    label: str
+    figures: Json = field(default_factory=dict)
+
+
+# processes ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+class ServerProc:
+    """``crew-aio serve`` on a data dir of its own, as a user starts it."""
+
+    def __init__(self, data_dir: Path, env: Mapping[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = {k: v for k, v in env.items() if not k.startswith("CREW_")}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.port = 0
+        self.ready_seconds = 0.0
+        self.log = data_dir.parent / "server.log"
+
+    def start(self, timeout: float = 120.0) -> str:
+        cmd = [sys.executable, "-m", "crew_aio", "serve", "--host", "127.0.0.1",
+               "--port", str(self.port), "--data-dir", str(self.data_dir)]  # fmt: skip
+        began = time.perf_counter()
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(cmd, stderr=out, stdout=subprocess.DEVNULL, env=self.env)
+        env_note = "listening on"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = LISTENING.search(self.log.read_text())
+            if m:
+                self.ready_seconds = time.perf_counter() - began
+                self.url = m.group(1)
+                self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+                return self.url
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.005)
+        self.kill()
+        raise RuntimeError(f"the server did not say {env_note!r}:\n{self.log.read_text()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Workers:
+    """``n`` worker processes of one shape; SIGTERM stops them and their stats are read."""
+
+    def __init__(self, tmp: Path, url: str, token: str | None, channel: str, shape: Shape,
+                 n: int, concurrency: int, env: Mapping[str, str]) -> None:  # fmt: skip
+        self.tmp, self.url, self.token, self.channel = tmp, url, token, channel
+        self.env = dict(env)
+        self.shape, self.n, self.concurrency = shape, n, concurrency
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.paths: list[Path] = []
+
+    async def start(self, limit: float = 30.0) -> None:
+        for k in range(self.n):
+            path = self.tmp / f"{self.channel}-{k}.json"
+            cmd = [sys.executable, "-m", "crew_aio.bench.worker", self.url, self.channel,
+                   str(path), "--concurrency", str(self.concurrency), "--mode", self.shape.mode,
+                   "--prefetch", self.shape.prefetch]  # fmt: skip
+            if self.token:  # in a file of its own: a command line shows in `ps`
+                secret = self.tmp / "token"
+                secret.touch(0o600)
+                secret.write_text(self.token)
+                cmd += ["--token-file", str(secret)]
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.PIPE, env=self.env
+            )
+            self.procs.append(proc)
+            self.paths.append(path)
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), limit)
+            if line.strip() != b"READY":
+                raise RuntimeError(f"worker process {proc.pid} did not start: {line!r}")
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs if p.returncode is None)
+
+    async def stop(self) -> list[Json]:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        stats = []
+        for path in self.paths:
+            with contextlib.suppress(OSError, ValueError):
+                stats.append(orjson.loads(path.read_bytes()))
+        self.procs, self.paths = [], []
+        return stats
+
+
+# helpers ------------------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def machine() -> Json:
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "commit_ms": round(sqlite_commit_ms(), 3),
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def sqlite_commit_ms(commits: int = 200) -> float:
+    """Mean ms of one single-row SQLite commit (WAL, synchronous=FULL) on the temp dir's disk:
+    the floor under every acknowledgement."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = sqlite3.connect(Path(tmp) / "probe.sqlite", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB)")
+        began = time.perf_counter()
+        for i in range(commits):
+            db.execute("BEGIN")
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (str(i % 10), b"x" * 300))
+            db.execute("COMMIT")
+        elapsed = time.perf_counter() - began
+        db.close()
+    return elapsed / commits * 1000
+
+
+async def create_batches(client: Client, gid: str, channel: str, n: int) -> float:
+    """``n`` no-op tasks in requests of 1,000; the rate."""
+    began = time.perf_counter()
+    for start in range(0, n, 1000):
+        batch = [{"name": f"t{i}", "channel": channel} for i in range(start, min(n, start + 1000))]
+        await client.add_tasks(gid, batch)
+    return n / (time.perf_counter() - began)
+
+
+async def until(check: Callable[[], Any], limit: float, what: str, every: float = 0.05) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(every)
+    raise TimeoutError(f"{what} did not happen within {limit:.0f} s")
+
+
+async def completed(client: Client, gid: str) -> int:
+    counts: Json = (await client.get_group(gid))["counts"]
+    return int(counts.get("completed", 0))
+
+
+# one shape's run ----------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, options: Options, step: Callable[[str], None]) -> None:
+        self.o = options
+        self.step = step
+        self.server: ServerProc | None = None
+        self.groups: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def target(self, tmp: Path) -> AsyncIterator[Client]:
+        """A client of the server under test: ``--url``, or one started on a fresh data dir."""
+        url = self.o.url
+        if url is None:
+            self.server = ServerProc(tmp / "data", self.o.env)
+            url = await asyncio.to_thread(self.server.start)
+        try:
+            async with Client(url, self.o.token) as client:
+                yield client
+                if self.o.url is not None:  # leave a shared server as it was
+                    for gid in self.groups:
+                        with contextlib.suppress(Exception):
+                            await client.request("DELETE", f"/api/v1/task_group/{gid}")
+        finally:
+            self.groups = []
+            if self.server is not None:
+                await asyncio.to_thread(self.server.stop)
+                self.server = None
+
+    async def group(self, client: Client, name: str, paused: bool = False) -> str:
+        gid = str((await client.create_group(name, is_paused=paused))["_id"])
+        self.groups.append(gid)
+        return gid
+
+    def server_cpu(self) -> float | None:
+        return None if self.server is None else cpu_seconds(self.server.pid)
+
+    async def shape(self, shape: Shape) -> Row:
+        row = Row(shape.key, shape.label)
+        todo = [w for w in ("w3", "w2", "w1") if w in self.o.workloads]
+        if shape.mode == "crew":  # Crew's workers poll on a timer: only throughput is theirs
+            todo = [w for w in todo if w == "w1"]
+        if not todo:
+            return row
+        with tempfile.TemporaryDirectory(prefix="crew-bench-") as name:
+            tmp = Path(name)
+            async with self.target(tmp) as client:
+                tag = uuid.uuid4().hex[:8]
+                channel = f"bench-{tag}-{shape.key}"
+                workers = Workers(tmp, client.url, self.o.token, channel, shape,
+                                  self.o.procs, self.o.concurrency, self.o.env)  # fmt: skip
+                try:
+                    if "w3" in todo:
+                        self.step(f"{shape.key}: W3 pickup")
+                        await workers.start()
+                        row.figures |= await self.pickup(client, channel, workers)
+                    if "w2" in todo:
+                        self.step(f"{shape.key}: W2 DAG")
+                        await workers.start()
+                        row.figures |= await self.dag(client, channel, workers)
+                    if "w1" in todo:
+                        self.step(f"{shape.key}: W1 throughput")
+                        row.figures |= await self.throughput(client, channel, workers)
+                finally:
+                    await workers.stop()
+        return row
+
+    async def pickup(self, client: Client, channel: str, workers: Workers) -> Json:
+        gid = await self.group(client, "bench-pickup")
+        sent: dict[int, float] = {}
+        warmup = 20
+        for i in range(-warmup, self.o.pickups):
+            began = time.time()
+            await client.add_tasks(gid, {"name": f"p{i}", "channel": channel, "input": {"i": i}})
+            sent[i] = began
+            await asyncio.sleep(0.002)  # the workers are idle again before the next task
+        total = self.o.pickups + warmup
+        await until(lambda: _at_least(client, gid, total), 30, f"{total} pickups completed")
+        stats = await workers.stop()
+        starts = {i: t for s in stats for i, t in s["starts"]}
+        lat = [(starts[i] - t) * 1000 for i, t in sent.items() if i >= 0 and i in starts]
+        return {"w3_p50_ms": round(pct(lat, 50), 3), "w3_p99_ms": round(pct(lat, 99), 3)}
+
+    async def dag(self, client: Client, channel: str, workers: Workers) -> Json:
+        best: tuple[float, float] | None = None
+        cont: float | None = None
+        began_at: dict[int, float] = {}
+        for run_no in range(2 * self.o.dag_runs):
+            continuation = run_no >= self.o.dag_runs
+            gid = await self.group(client, f"bench-dag{run_no}")
+            body: Any = dag_specs(channel, continuation=False, run_no=run_no)
+            if continuation:  # the worker that runs the root builds the rest, as a real one would
+                body = {"name": "root", "channel": channel,
+                        "input": {"dag": channel, "run": run_no}}  # fmt: skip
+            began_at[run_no] = time.time()
+            await client.add_tasks(gid, body)
+            await until(functools.partial(_at_least, client, gid, 1102), PART_TIMEOUT, "the DAG")
+        stats = await workers.stop()
+        for run_no, began in began_at.items():
+            marks = [m for s in stats for m in s["marks"] if m[1] == run_no]
+            join = [m[2] for m in marks if m[0] == "join"]
+            grand_end = max((m[3] for m in marks if m[0] == "g"), default=None)
+            if not join or grand_end is None:
+                raise RuntimeError(f"DAG run {run_no}: the workers did not note its join")
+            wall, lag = join[0] - began, join[0] - grand_end
+            if run_no >= self.o.dag_runs:
+                cont = wall if cont is None else min(cont, wall)
+            elif best is None or wall < best[0]:
+                best = (wall, lag)
+        assert best is not None and cont is not None
+        return {"w2_wall_s": round(best[0], 4), "w2_join_lag_ms": round(best[1] * 1000, 3),
+                "w2_continuation_wall_s": round(cont, 4)}  # fmt: skip
+
+    async def throughput(self, client: Client, channel: str, workers: Workers) -> Json:
+        n = self.o.tasks
+        gid = await self.group(client, "bench-w1")
+        enqueue = await create_batches(client, gid, channel, n)
+        await workers.start()
+        cpu0 = self.server_cpu()
+        await until(lambda: _at_least(client, gid, n), PART_TIMEOUT, f"{n:,} tasks completed")
+        cpu1 = self.server_cpu()
+        stats = await workers.stop()
+        firsts = [s["first"] for s in stats if s["count"]]
+        ends = [s["last_end"] for s in stats if s["released"]]
+        executed = sum(s["count"] for s in stats)
+        if not firsts or executed < n:
+            raise RuntimeError(f"W1: {executed:,} of {n:,} tasks executed")
+        elapsed = max(ends) - min(firsts)
+        out: Json = {"w1_rate": round(n / elapsed), "w1_enqueue_rate": round(enqueue)}
+        if cpu0 is not None and cpu1 is not None:
+            out["server_cpu_ms_per_task"] = round((cpu1 - cpu0) / n * 1000, 4)
+        return out
+
+    async def scale(self) -> Json:
+        n = self.o.scale_tasks
+        shape = SHAPES["ws"]
+        with tempfile.TemporaryDirectory(prefix="crew-bench-") as name:
+            tmp = Path(name)
+            async with self.target(tmp) as client:
+                self.step(f"scale: {n:,} tasks resident")
+                resident = await self.group(client, "bench-resident", paused=True)
+                fill = await create_batches(client, resident, f"resident-{uuid.uuid4().hex[:6]}", n)
+                self.step("scale: W1 beside them")
+                channel = f"bench-{uuid.uuid4().hex[:8]}-scale"
+                workers = Workers(tmp, client.url, self.o.token, channel, shape,
+                                  self.o.procs, self.o.concurrency, self.o.env)  # fmt: skip
+                try:
+                    w1 = await self.throughput(client, channel, workers)
+                finally:
+                    await workers.stop()
+                out: Json = {"tasks": n, "fill_rate": round(fill),
+                             "w1_rate": w1["w1_rate"]}  # fmt: skip
+                server = self.server
+                if server is not None:
+                    out["rss_mib"] = round(rss_bytes(server.pid) / 2**20)
+                    self.step("scale: restart")
+                    await asyncio.to_thread(server.stop)
+                    await asyncio.to_thread(server.start)
+                    out["restart_s"] = round(server.ready_seconds, 3)
+                    out["rss_after_restart_mib"] = round(rss_bytes(server.pid) / 2**20)
+        return out
+
+
+async def _at_least(client: Client, gid: str, n: int) -> bool:
+    return await completed(client, gid) >= n
+
+
+# the whole run ------------------------------------------------------------------------------
+
+
+def steps_of(options: Options) -> int:
+    """How many steps :func:`run_bench` reports (the progress bar's length)."""
+    per = [w for w in ("w3", "w2", "w1") if w in options.workloads]
+    total = sum(("w1" in per) if SHAPES[key].mode == "crew" else len(per) for key in options.shapes)
+    if "scale" in options.workloads:
+        total += 3 if options.url is None else 2
+    return max(total, 1)
+
+
+async def run_bench(options: Options, step: Callable[[str], None] = lambda _: None) -> Json:
+    """Every shape's workloads, then the scale run; the figures as JSON-ready data."""
+    bench = Bench(options, step)
+    rows = []
+    for key in options.shapes:
+        row = await bench.shape(SHAPES[key])
+        rows.append({"shape": row.shape, "label": row.label, **row.figures})
+    result: Json = {"machine": machine(), "options": _options_json(options), "rows": rows}
+    if "scale" in options.workloads:
+        result["scale"] = await bench.scale()
+        w1 = next((r.get("w1_rate") for r in rows if r["shape"] == "ws"), None)
+        if w1:
+            result["scale"]["w1_ratio_to_20k"] = round(result["scale"]["w1_rate"] / w1, 3)
+    return result
+
+
+def _options_json(options: Options) -> Json:
+    out = {k: v for k, v in vars(options).items() if k not in ("token", "env")}
+    out["shapes"], out["workloads"] = list(options.shapes), list(options.workloads)
+    return out
+
+
+COLUMNS: Final = (
+    ("w1_rate", "W1 tasks/s", "{:,.0f}"),
+    ("w1_enqueue_rate", "W1 enqueue/s", "{:,.0f}"),
+    ("w2_wall_s", "W2 wall s", "{:.3f}"),
+    ("w2_continuation_wall_s", "W2 cont. s", "{:.3f}"),
+    ("w2_join_lag_ms", "join lag ms", "{:.2f}"),
+    ("w3_p50_ms", "pickup p50 ms", "{:.2f}"),
+    ("w3_p99_ms", "pickup p99 ms", "{:.2f}"),
+    ("server_cpu_ms_per_task", "server CPU ms/task", "{:.3f}"),
+)
+
+
+def table(result: Json) -> str:
+    """The figures as a Markdown table (plus the scale run and the machine)."""
+    rows = result["rows"]
+    head = "| workload | " + " | ".join(r["label"] for r in rows) + " |"
+    lines = [head, "|---|" + "---|" * len(rows)]
+    for key, name, fmt in COLUMNS:
+        if any(key in r for r in rows):
+            cells = [fmt.format(r[key]) if key in r else "-" for r in rows]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    scale = result.get("scale")
+    if scale:
+        lines.append("")
+        parts = [f"{scale['tasks']:,} tasks resident (created at {scale['fill_rate']:,}/s): "
+                 f"W1 {scale['w1_rate']:,} tasks/s"]  # fmt: skip
+        if "w1_ratio_to_20k" in scale:
+            parts.append(f"{scale['w1_ratio_to_20k']:.0%} of the W1 above")
+        if "rss_mib" in scale:
+            parts.append(f"server RSS {scale['rss_mib']:,} MiB")
+            parts.append(f"restart to listening {scale['restart_s']:.2f} s "
+                         f"(RSS then {scale['rss_after_restart_mib']:,} MiB)")  # fmt: skip
+        lines.append("Scale: " + "; ".join(parts) + ".")
+    m = result["machine"]
+    lines.append("")
+    lines.append(f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['system']}, Python {m['python']}; "
+                 f"one SQLite commit (WAL, synchronous=FULL): {m['commit_ms']:.3f} ms. "
+                 f"{result['options']['procs']} worker processes x concurrency "
+                 f"{result['options']['concurrency']}, no-op tasks.")  # fmt: skip
+    return "\n".join(lines)
