@@ -57,7 +57,8 @@ _FRAME: Any = p.Frame  # a union of Structs: convert() is typed for one class
 
 
 class Peer:
-    """One socket: an outbox flushed after commit by its own sender task."""
+    """One socket: an outbox flushed the moment its commit lands (a callback on the commit),
+    or by its own sender task when that cannot be done at once (slow peer, failed commit)."""
 
     def __init__(self, hub: Hub, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.hub = hub
@@ -75,15 +76,24 @@ class Peer:
         self._silent = False
         self._silent_at = -math.inf
         self._barrier = hub.service.barrier  # of everything staged so far
+        self._hooked: object = None  # the commit whose landing writes the outbox
 
     def send(self, frame: Json, barrier: Barrier | None = None) -> None:
         """Queue ``frame``, to be written once ``barrier`` is passed (by default, the barrier
         of everything staged so far)."""
         if not self.closed:
             data = orjson.dumps(frame)
-            self.outbox.append((data, self._barrier() if barrier is None else barrier))
+            barrier = self._barrier() if barrier is None else barrier
+            self.outbox.append((data, barrier))
             self.outbox_bytes += len(data)
-            self.wake.set()
+            commit = barrier.future
+            if commit is None or commit.done():
+                self.wake.set()  # written at the sender's next turn, with its neighbours
+            elif commit is not self._hooked:
+                # written as soon as the commit lands, before the HTTP answer that caused it
+                # and with no task switch: a pickup is one commit and one write away
+                self._hooked = commit
+                commit.add_done_callback(self._committed)
 
     def answer(self, frame: Json, staged: Staged[Json], key: str = "task") -> None:
         """An ``ack`` carrying a staged answer, written once that answer is durable."""
@@ -119,6 +129,42 @@ class Peer:
         self._silent = tcp_stalled(self.transport)
         return self._silent
 
+    def _committed(self, _: object) -> None:
+        """A commit this peer's frames wait for landed: write what it let through; the sender
+        task handles the rest (a slow peer, a failed commit, frames of later commits)."""
+        if self.closed:
+            return
+        self._write_passed()
+        if self.outbox and not self.closed:
+            self.wake.set()
+
+    def _write_passed(self) -> bool:
+        """Write the leading frames whose commit landed (barriers are ordered), unless the
+        peer does not read; False when the socket is gone."""
+        outbox = self.outbox
+        while outbox and not self.slow():
+            batch: list[bytes] = []
+            size = 0
+            while outbox and size < FLUSH_BYTES:
+                barrier = outbox[0][1]
+                commit = barrier.future
+                if barrier.failed() or (commit is not None and not commit.done()):
+                    break
+                data = outbox.popleft()[0]
+                batch.append(data)
+                size += len(data)
+            if not batch:
+                break
+            self.outbox_bytes -= size
+            self.flushed.set()
+            transport = self.transport
+            if self.ws.closed or transport is None or transport.is_closing():
+                self.closed = True  # the reader loop sees the close and cleans up
+                return False
+            # one write for the whole flush: an ack and the next push wake the worker once
+            transport.write(b"".join(map(text_frame, batch)))
+        return True
+
     async def run_sender(self) -> None:
         while not self.closed:
             await self.wake.wait()
@@ -128,31 +174,15 @@ class Peer:
                 # frames wait here, where the reader's pause (full()) bounds them
                 while self.slow() and not self.closed:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
-                # barriers are ordered: the last frame's covers the frames before it; frames
-                # queued while it waits may announce later writes: they wait for the next round
-                ready = len(self.outbox)
                 try:
-                    await self.outbox[ready - 1][1]  # what the frames announce is durable
+                    await self.outbox[-1][1]  # what the frames announce is durable
                 except StoreUnavailable:
                     # the commit failed: they announce what was never done; the socket closes
                     # (1013) and its worker reconnects once the server has reloaded
                     self.hub.drop(self)
                     return
-                batch: list[bytes] = []
-                size = 0
-                while ready and (size < FLUSH_BYTES or not batch):
-                    data = self.outbox.popleft()[0]
-                    batch.append(data)
-                    size += len(data)
-                    ready -= 1
-                self.outbox_bytes -= size
-                self.flushed.set()
-                transport = self.transport
-                if self.ws.closed or transport is None or transport.is_closing():
-                    self.closed = True  # the reader loop sees the close and cleans up
+                if not self._write_passed():
                     return
-                # one write for the whole flush: an ack and the next push wake the worker once
-                transport.write(b"".join(map(text_frame, batch)))
             # not reading: push nothing more until it drains (aiohttp has no drain event)
             while self.slow() and not self.closed:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)

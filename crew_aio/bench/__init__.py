@@ -89,6 +89,7 @@ class Options:
     scale_tasks: int = 1_000_000
     dag_runs: int = 3
     env: Mapping[str, str] = field(default_factory=dict)  # of the processes it starts
+    cwd: Path | None = None  # of the processes it starts (`python -m` imports from there)
 
 
 @dataclass
@@ -114,8 +115,9 @@ def rss_bytes(pid: int) -> int:
 class ServerProc:
     """``crew-aio serve`` on a data dir of its own, as a user starts it."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: Mapping[str, str], cwd: Path | None = None) -> None:
         self.data_dir = data_dir
+        self.cwd = cwd
         self.env = {k: v for k, v in env.items() if not k.startswith("CREW_")}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -128,7 +130,9 @@ class ServerProc:
                "--port", str(self.port), "--data-dir", str(self.data_dir)]  # fmt: skip
         began = time.perf_counter()
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen(cmd, stderr=out, stdout=subprocess.DEVNULL, env=self.env)
+            self.proc = subprocess.Popen(
+                cmd, stderr=out, stdout=subprocess.DEVNULL, env=self.env, cwd=self.cwd
+            )
         env_note = "listening on"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -167,9 +171,11 @@ class Workers:
     """``n`` worker processes of one shape; SIGTERM stops them and their stats are read."""
 
     def __init__(self, tmp: Path, url: str, token: str | None, channel: str, shape: Shape,
-                 n: int, concurrency: int, env: Mapping[str, str]) -> None:  # fmt: skip
+                 n: int, concurrency: int, env: Mapping[str, str],
+                 cwd: Path | None = None) -> None:  # fmt: skip
         self.tmp, self.url, self.token, self.channel = tmp, url, token, channel
         self.env = dict(env)
+        self.cwd = cwd
         self.shape, self.n, self.concurrency = shape, n, concurrency
         self.procs: list[asyncio.subprocess.Process] = []
         self.paths: list[Path] = []
@@ -186,7 +192,7 @@ class Workers:
                 secret.write_text(self.token)
                 cmd += ["--token-file", str(secret)]
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, env=self.env
+                *cmd, stdout=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd
             )
             self.procs.append(proc)
             self.paths.append(path)
@@ -299,7 +305,7 @@ class Bench:
         """A client of the server under test: ``--url``, or one started on a fresh data dir."""
         url = self.o.url
         if url is None:
-            self.server = ServerProc(tmp / "data", self.o.env)
+            self.server = ServerProc(tmp / "data", self.o.env, self.o.cwd)
             url = await asyncio.to_thread(self.server.start)
         try:
             async with Client(url, self.o.token) as client:
@@ -319,6 +325,10 @@ class Bench:
         self.groups.append(gid)
         return gid
 
+    def workers(self, tmp: Path, url: str, channel: str, shape: Shape) -> Workers:
+        o = self.o
+        return Workers(tmp, url, o.token, channel, shape, o.procs, o.concurrency, o.env, o.cwd)
+
     def server_cpu(self) -> float | None:
         return None if self.server is None else cpu_seconds(self.server.pid)
 
@@ -334,8 +344,7 @@ class Bench:
             async with self.target(tmp) as client:
                 tag = uuid.uuid4().hex[:8]
                 channel = f"bench-{tag}-{shape.key}"
-                workers = Workers(tmp, client.url, self.o.token, channel, shape,
-                                  self.o.procs, self.o.concurrency, self.o.env)  # fmt: skip
+                workers = self.workers(tmp, client.url, channel, shape)
                 try:
                     if "w3" in todo:
                         self.step(f"{shape.key}: W3 pickup")
@@ -429,8 +438,7 @@ class Bench:
                 fill = await create_batches(client, resident, f"resident-{uuid.uuid4().hex[:6]}", n)
                 self.step("scale: W1 beside them")
                 channel = f"bench-{uuid.uuid4().hex[:8]}-scale"
-                workers = Workers(tmp, client.url, self.o.token, channel, shape,
-                                  self.o.procs, self.o.concurrency, self.o.env)  # fmt: skip
+                workers = self.workers(tmp, client.url, channel, shape)
                 try:
                     w1 = await self.throughput(client, channel, workers)
                 finally:
@@ -481,7 +489,7 @@ async def run_bench(options: Options, step: Callable[[str], None] = lambda _: No
 
 
 def _options_json(options: Options) -> Json:
-    out = {k: v for k, v in vars(options).items() if k not in ("token", "env")}
+    out = {k: v for k, v in vars(options).items() if k not in ("token", "env", "cwd")}
     out["shapes"], out["workloads"] = list(options.shapes), list(options.workloads)
     return out
 

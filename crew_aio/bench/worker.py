@@ -46,7 +46,8 @@ class Noop(Worker):
     def __init__(self, channel: str, concurrency: int, prefetch: int | None) -> None:
         self.channel = channel
         self.concurrency = concurrency
-        self.prefetch = prefetch
+        if prefetch is not None:  # else the SDK's default
+            self.prefetch = prefetch
         self.count = 0
         self.first = 0.0
         self.starts: list[tuple[Any, float]] = []
