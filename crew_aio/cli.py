@@ -216,8 +216,8 @@ def _csv(choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, 
               "(server CPU, RSS and restart are then not measured).")  # fmt: skip
 @click.option("--token", envvar="CREW_TOKEN", default=None, metavar="TOKEN",
               help="Admin token of --url's server.")  # fmt: skip
-@click.option("--workloads", default="w3,w2,w1,scale", show_default=True,
-              callback=_csv(("w1", "w2", "w3", "scale")),
+@click.option("--workloads", default="w3,w2,w1,long,scale", show_default=True,
+              callback=_csv(("w1", "w2", "w3", "long", "scale")),
               help="Which workloads to run.")  # fmt: skip
 @click.option("--shapes", default="ws,ws64,poll,crew", show_default=True,
               callback=_csv(("ws", "ws64", "poll", "crew")),
@@ -233,14 +233,19 @@ def _csv(choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, 
               help="W3: tasks created one at a time.")  # fmt: skip
 @click.option("--scale-tasks", type=click.IntRange(1_000), default=1_000_000, show_default=True,
               help="Scale: tasks resident beside W1.")  # fmt: skip
+@click.option("--long-tasks", type=click.IntRange(1, 10_000), default=40, show_default=True,
+              help="Long tasks: how many.")  # fmt: skip
+@click.option("--long-ms", type=click.FloatRange(1, 60_000), default=50.0, show_default=True,
+              help="Long tasks: milliseconds each.")  # fmt: skip
 @click.option("--json", "json_out", type=click.File("wb"), default=None,
               help="Also write the figures as JSON to this file (- for stdout).")  # fmt: skip
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")  # fmt: skip
 def bench(url: str | None, token: str | None, workloads: list[str], shapes: list[str],
           tasks: int, procs: int, concurrency: int, pickups: int, scale_tasks: int,
-          json_out: Any, progress: bool | None) -> None:  # fmt: skip
-    """Measure this machine: W1 throughput, W2 DAG, W3 pickup and the scale run.
+          long_tasks: int, long_ms: float, json_out: Any,
+          progress: bool | None) -> None:  # fmt: skip
+    """Measure this machine: W1 throughput, W2 DAG, W3 pickup, long tasks and the scale run.
 
     Starts a server on a temporary data dir (a fresh one per worker shape) unless --url is
     given, and real worker processes; prints a Markdown table.
@@ -254,7 +259,8 @@ def bench(url: str | None, token: str | None, workloads: list[str], shapes: list
 
     options = Options(url=url, token=token, shapes=shapes, workloads=workloads, tasks=tasks,
                       procs=procs, concurrency=concurrency, pickups=pickups,
-                      scale_tasks=scale_tasks, env=os.environ)  # fmt: skip
+                      scale_tasks=scale_tasks, long_tasks=long_tasks, long_ms=long_ms,
+                      env=os.environ)  # fmt: skip
     shown = sys.stderr.isatty() if progress is None else progress
     with click.progressbar(length=steps_of(options), label="crew-aio bench", file=sys.stderr,
                            show_pos=True, item_show_func=lambda s: s) as bar:  # fmt: skip

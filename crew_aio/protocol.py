@@ -29,15 +29,16 @@ __all__ = [
     "MAX_PAGE",
     "AcquireBody",
     "AttemptsBody",
+    "CapacityFrame",
     "CreateGroupBody",
     "CreateTaskBody",
     "ExtendBody",
-    "CapacityFrame",
     "ExtendFrame",
     "Frame",
     "ReleaseBody",
     "ReleaseFrame",
     "RetryBody",
+    "ReturnFrame",
     "SubscribeFrame",
     "TaskChildBody",
     "UnsetType",
@@ -489,6 +490,15 @@ class CapacityFrame(_Frame, tag="capacity"):
     capacity: Annotated[int, Meta(ge=1, le=10_000)]
 
 
+class ReturnFrame(_Frame, tag="return"):
+    """Give back a pushed lease not started yet (the SDK's prefetch shrank): the task is ready
+    again for anyone, and no attempt is counted."""
+
+    task_id: Id
+    worker_id: WorkerId | None = None
+    lease_id: Id | None = None
+
+
 class UnsubscribeFrame(_Frame, tag="unsubscribe"):
     """Stop pushes to this socket (graceful worker stop); held leases stay as they are."""
 
@@ -509,6 +519,7 @@ Frame = (
     | UnsubscribeFrame
     | ReleaseFrame
     | ExtendFrame
+    | ReturnFrame
     | WatchFrame
     | UnwatchFrame
 )
@@ -516,7 +527,7 @@ Frame = (
 # "type" → its frame class: converting to one Struct costs ~1 us, to the union ~18 us (msgspec
 # builds a union's decoder on every convert); the union stays for the error of an unknown type
 _FRAME_CLASSES = (SubscribeFrame, CapacityFrame, UnsubscribeFrame, ReleaseFrame, ExtendFrame,
-                  WatchFrame, UnwatchFrame)  # fmt: skip
+                  ReturnFrame, WatchFrame, UnwatchFrame)  # fmt: skip
 FRAME_TYPES: dict[str, type[_Frame]] = {
     str(kind.__struct_config__.tag): kind for kind in _FRAME_CLASSES
 }

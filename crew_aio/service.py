@@ -627,6 +627,12 @@ class Service:
         )
         return self._staged(ch, self.task_json(task))
 
+    def hand_back(self, task_id: str, body: p.ExtendBody) -> Staged[Json]:
+        """A lease its holder will not run after all (adaptive prefetch shrank): ready again,
+        no attempt counted; the answer comes with its barrier (see :meth:`release`)."""
+        task, ch = self.engine.hand_back(task_id, body.worker_id, body.lease_id, self.clock.now())
+        return self._staged(ch, self.task_json(task))
+
     # time --------------------------------------------------------------------------------
     async def tick(self) -> None:
         self.check_available()

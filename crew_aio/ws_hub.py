@@ -54,6 +54,7 @@ CLOSE_WAIT = 0.5  # seconds a peer gets to answer the server's close frame at sh
 
 
 _FRAME: Any = p.Frame  # a union of Structs: convert() is typed for one class
+_LEASE_FRAMES = (p.ReleaseFrame, p.ExtendFrame, p.ReturnFrame)  # they name a held task
 
 
 class Peer:
@@ -373,7 +374,7 @@ class Hub:
             try:
                 self._dispatch(peer, frame, raw)
             except (NotFound, Conflict):
-                if peer.scope == "worker" and isinstance(frame, p.ReleaseFrame | p.ExtendFrame):
+                if peer.scope == "worker" and isinstance(frame, _LEASE_FRAMES):
                     raise not_held(frame.task_id) from None
                 raise
         except CrewError as exc:
@@ -401,6 +402,13 @@ class Hub:
                 )
                 peer.answer(
                     {"type": "ack", "ref": frame.ref}, self.service.extend(frame.task_id, body)
+                )
+            case p.ReturnFrame():
+                body = p.ExtendBody(
+                    worker_id=self._worker(peer, frame.worker_id), lease_id=frame.lease_id
+                )
+                peer.answer(
+                    {"type": "ack", "ref": frame.ref}, self.service.hand_back(frame.task_id, body)
                 )
             case p.WatchFrame() | p.UnwatchFrame():
                 self._watch(peer, frame)

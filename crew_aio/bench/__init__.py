@@ -15,6 +15,11 @@ Python process with the SDK, as users run them. Workloads:
   start (the batch enqueue rate); from the first ``execute`` start to the last release's answer.
   With a server of its own, the server's CPU (all threads, from ``/proc``) over that window,
   per task.
+- **long tasks**: once the workers ran ``--tasks``/10 no-op tasks (so an adaptive prefetch is
+  at its largest), ``--long-tasks`` tasks created in one request, every other one 3 x
+  ``--long-ms`` long and the others a fifth of it: from the first one's start to the last one's
+  end, against a lower bound (every slot busy to the end). Tasks dealt in turn to the processes
+  would put every long one in one process: prefetch must not park them there.
 - **scale**: ``--scale-tasks`` tasks resident (in a paused group), then W1 again beside them;
   the server's RSS, and a restart's time from spawn to listening.
 
@@ -81,12 +86,14 @@ class Options:
     url: str | None = None
     token: str | None = None
     shapes: Sequence[str] = ("ws", "ws64", "poll", "crew")
-    workloads: Sequence[str] = ("w3", "w2", "w1", "scale")
+    workloads: Sequence[str] = ("w3", "w2", "w1", "long", "scale")
     tasks: int = 20_000
     procs: int = 2
     concurrency: int = 2
     pickups: int = 300
     scale_tasks: int = 1_000_000
+    long_tasks: int = 40
+    long_ms: float = 50.0
     dag_runs: int = 3
     env: Mapping[str, str] = field(default_factory=dict)  # of the processes it starts
     cwd: Path | None = None  # of the processes it starts (`python -m` imports from there)
@@ -334,9 +341,9 @@ class Bench:
 
     async def shape(self, shape: Shape) -> Row:
         row = Row(shape.key, shape.label)
-        todo = [w for w in ("w3", "w2", "w1") if w in self.o.workloads]
+        todo = [w for w in ("w3", "w2", "w1", "long") if w in self.o.workloads]
         if shape.mode == "crew":  # Crew's workers poll on a timer: only throughput is theirs
-            todo = [w for w in todo if w == "w1"]
+            todo = [w for w in todo if w in ("w1", "long")]
         if not todo:
             return row
         with tempfile.TemporaryDirectory(prefix="crew-bench-") as name:
@@ -357,6 +364,9 @@ class Bench:
                     if "w1" in todo:
                         self.step(f"{shape.key}: W1 throughput")
                         row.figures |= await self.throughput(client, channel, workers)
+                    if "long" in todo:
+                        self.step(f"{shape.key}: long tasks")
+                        row.figures |= await self.long(client, channel, workers)
                 finally:
                     await workers.stop()
         return row
@@ -406,6 +416,32 @@ class Bench:
         assert best is not None and cont is not None
         return {"w2_wall_s": round(best[0], 4), "w2_join_lag_ms": round(best[1] * 1000, 3),
                 "w2_continuation_wall_s": round(cont, 4)}  # fmt: skip
+
+    async def long(self, client: Client, channel: str, workers: Workers) -> Json:
+        o = self.o
+        gid = await self.group(client, "bench-long")
+        await workers.start()
+        warm = max(1000, o.tasks // 10)
+        await create_batches(client, gid, channel, warm)
+        await until(functools.partial(_at_least, client, gid, warm), PART_TIMEOUT, "warm-up")
+        # uneven: every other task 3x --long-ms, the others a fifth of it; dealt in turn to
+        # the processes, the long ones would all land in one of them
+        seconds = [o.long_ms / 1000 * (3 if i % 2 == 0 else 0.2) for i in range(o.long_tasks)]
+        body = [{"name": f"long{i}", "channel": channel, "input": {"sleep": s, "run": i}}
+                for i, s in enumerate(seconds)]  # fmt: skip
+        await client.add_tasks(gid, body)
+        total = warm + o.long_tasks
+        await until(functools.partial(_at_least, client, gid, total), PART_TIMEOUT, "long tasks")
+        stats = await workers.stop()
+        spans = [m for s in stats for m in s["marks"] if m[0] == "long"]
+        if len(spans) < o.long_tasks:
+            raise RuntimeError(f"long tasks: {len(spans)} of {o.long_tasks} noted")
+        makespan = max(m[3] for m in spans) - min(m[2] for m in spans)
+        # a lower bound: all slots busy to the end, and no task shorter than its own length
+        ideal = max(sum(seconds) / (o.procs * o.concurrency), max(seconds))
+        per_proc = sorted(sum(m[0] == "long" for m in s["marks"]) for s in stats)
+        return {"long_makespan_s": round(makespan, 3), "long_ideal_s": round(ideal, 3),
+                "long_split": per_proc}  # fmt: skip
 
     async def throughput(self, client: Client, channel: str, workers: Workers) -> Json:
         n = self.o.tasks
@@ -465,8 +501,9 @@ async def _at_least(client: Client, gid: str, n: int) -> bool:
 
 def steps_of(options: Options) -> int:
     """How many steps :func:`run_bench` reports (the progress bar's length)."""
-    per = [w for w in ("w3", "w2", "w1") if w in options.workloads]
-    total = sum(("w1" in per) if SHAPES[key].mode == "crew" else len(per) for key in options.shapes)
+    per = [w for w in ("w3", "w2", "w1", "long") if w in options.workloads]
+    crew = [w for w in per if w in ("w1", "long")]
+    total = sum(len(crew if SHAPES[key].mode == "crew" else per) for key in options.shapes)
     if "scale" in options.workloads:
         total += 3 if options.url is None else 2
     return max(total, 1)
@@ -503,6 +540,8 @@ COLUMNS: Final = (
     ("w3_p50_ms", "pickup p50 ms", "{:.2f}"),
     ("w3_p99_ms", "pickup p99 ms", "{:.2f}"),
     ("server_cpu_ms_per_task", "server CPU ms/task", "{:.3f}"),
+    ("long_makespan_s", "long tasks s", "{:.3f}"),
+    ("long_ideal_s", "long tasks, lower bound s", "{:.3f}"),
 )
 
 

@@ -16,7 +16,8 @@ Prints ``READY`` once tasks can reach it, then writes its counters as JSON to ST
 SIGTERM ends it: ``count``, ``first`` and ``last_end`` (``time.time()`` at the first execute
 start and at the last release's answer), ``starts`` (``[i, t]`` for inputs with ``"i"``) and
 ``marks`` (``[mark, run, start, end]`` for inputs with ``"mark"``: the DAG's grandchildren
-and join). An input with ``"dag"`` returns the DAG below the root as its continuations.
+and join; and for inputs with ``"sleep"``: long tasks, which sleep that many seconds). An
+input with ``"dag"`` returns the DAG below the root as its continuations.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Noop(Worker):
         self.marks: list[tuple[Any, Any, float, float]] = []
 
     async def execute(self, input: Any, parents: list[Json]) -> Any:
+        if type(input) is dict and "sleep" in input:  # a long task: its start and end noted
+            began = time.time()
+            await asyncio.sleep(input["sleep"])
+            self.marks.append(("long", input.get("run"), began, time.time()))
+            return None
         return self.noted(input)
 
     def noted(self, input: Any) -> Any:
@@ -116,7 +122,8 @@ async def crew_protocol(worker: Noop, url: str, token: str | None, stop: asyncio
             if task is None:
                 await asyncio.sleep(0.02)
                 continue
-            body = {"workerId": f"crew-{n}", "output": worker.noted(task.get("input"))}
+            output = await worker.execute(task.get("input"), answer.get("parents") or [])
+            body = {"workerId": f"crew-{n}", "output": output}
             async with session.post(f"{api}/task/{task['_id']}/release",
                                     data=orjson.dumps(body)) as r:  # fmt: skip
                 await r.read()

@@ -293,6 +293,18 @@ class Work(State):
             self._touch(mate, now)
             self._queue(mate, now)
 
+    def hand_back(
+        self, task_id: str, worker_id: str, lease_id: str | None, now: float
+    ) -> tuple[Task, Change]:
+        """The holder gives a lease it has not started back (its prefetch shrank): the task is
+        ready again at once, for anyone, and no attempt is counted."""
+        t = self.task(task_id)  # the checks only read: return_lease opens the change
+        if t.is_complete:
+            raise Conflict(f"task {task_id!r} is already complete")
+        self._check_holder(t, worker_id, lease_id, now)
+        assert t.lease_id is not None
+        return t, self.return_lease(task_id, t.lease_id, now)
+
     def return_lease(self, task_id: str, lease_id: str, now: float) -> Change:
         """Undo a hand-out nobody received (the requester went away): no attempt is counted."""
         ch = self._open()  # hot: opened here, not by @transition (see _open)

@@ -46,7 +46,7 @@ class Worker:
     concurrency: int = 1  # tasks in flight in this process
     lease_seconds: float | None = None  # None: the server's default lease
     # tasks leased ahead over the WebSocket, waiting here (heartbeats keep their leases) until
-    # one of the ``concurrency`` slots frees. None (the default) adapts: up to 64 while recent
+    # one of the ``concurrency`` slots frees. None (the default) adapts: up to 1,000 while recent
     # executes are short, none once they take 20 ms or more (see crew_aio.worker.prefetch);
     # a number pins it (0: each task goes to whichever process is free first)
     prefetch: int | None = None

@@ -28,6 +28,7 @@ log: Final = logging.getLogger("crew_aio.worker")
 # "no answer": worth retrying. An HTTP error status is an answer (CrewClientError).
 NETWORK_ERRORS: Final = (aiohttp.ClientError, TimeoutError, OSError)
 DEFAULT_LEASE: Final = 60.0
+LONG_AFTER: Final = 0.02  # an execute still running this long is told to on_executed early
 SHUTDOWN_ERROR: Final = {
     "type": "WorkerShutdown",
     "message": "worker stopped before the task ended",
@@ -91,20 +92,26 @@ class LeaseRunner:
         self._works: set[asyncio.Task[Any]] = set()  # tasks inside ``execute`` now
         self._stopped: set[asyncio.Task[Any]] = set()  # of those, cancelled by the hard stop
         self._stopper: asyncio.Task[None] | None = None
-        self.on_executed: Callable[[float], object] | None = None  # gets each execute's seconds
+        # adaptive prefetch: gets each execute's seconds, and those of an execute still running
+        # after LONG_AFTER (a long task is seen while it runs, not only once it ended)
+        self.on_executed: Callable[[float], object] | None = None
+        # leases waiting for a slot, oldest first, by (task id, lease id): a task handed back may
+        # come back to this process under a new lease while its old run still waits
+        self.waiting: dict[tuple[str, str | None], _Heartbeat] = {}
 
     async def run(self, lease: Lease) -> str:
         """Wait for a slot, execute, heartbeat meanwhile (from the start: a prefetched lease
         waiting for its slot is kept too), release; log one line; the outcome word."""
         started = time.monotonic()
-        heartbeat = _Heartbeat(self, lease)
+        key = (lease.task_id, lease.lease_id)
+        heartbeat = self.waiting[key] = _Heartbeat(self, lease)
         try:
             async with self.slots:
-                began = time.monotonic()
-                body, result = await self._execute(lease)
-                if self.on_executed is not None:
-                    self.on_executed(time.monotonic() - began)
+                if self.waiting.pop(key, None) is None:
+                    return "handed back"  # see hand_back: another process runs it
+                body, result = await self._timed(lease)
         finally:
+            self.waiting.pop(key, None)
             await heartbeat.stop()
         delivered = await self.release(lease, body)
         if delivered != "released":
@@ -118,6 +125,32 @@ class LeaseRunner:
                        "duration": seconds, "outcome": result},
             )  # fmt: skip
         return result
+
+    async def _timed(self, lease: Lease) -> tuple[Json, str]:
+        """:meth:`_execute`, its duration told to :attr:`on_executed` (also at LONG_AFTER if it
+        still runs then)."""
+        told = self.on_executed
+        if told is None:
+            return await self._execute(lease)
+        began = time.monotonic()
+        watch = asyncio.get_running_loop().call_later(
+            LONG_AFTER, lambda: told(time.monotonic() - began)
+        )
+        try:
+            return await self._execute(lease)
+        finally:
+            watch.cancel()
+            told(time.monotonic() - began)
+
+    def hand_back(self, keep: int) -> list[Lease]:
+        """Give up the newest leases waiting for a slot beyond ``keep``: they will not run
+        here (the caller returns them to the server). Their heartbeats stop now."""
+        given: list[Lease] = []
+        while len(self.waiting) > keep:
+            _, heartbeat = self.waiting.popitem()
+            heartbeat.cancel()
+            given.append(heartbeat.lease)
+        return given
 
     async def _execute(self, lease: Lease) -> tuple[Json, str]:
         """The outcome of ``execute``, run in the caller's task (no task of its own: that costs
@@ -235,6 +268,7 @@ class _Heartbeat:
 
     def __init__(self, runner: LeaseRunner, lease: Lease) -> None:
         self.task: asyncio.Task[None] | None = None
+        self.lease = lease
         self._runner, self._lease = runner, lease
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(runner.heartbeat_period(lease), self._start)
@@ -244,10 +278,14 @@ class _Heartbeat:
             self._runner.heartbeat(self._lease), name="crew_aio.heartbeat"
         )
 
-    async def stop(self) -> None:
+    def cancel(self) -> None:
         self._timer.cancel()
         if self.task is not None:
             self.task.cancel()
+
+    async def stop(self) -> None:
+        self.cancel()
+        if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
 
 

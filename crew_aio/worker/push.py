@@ -85,11 +85,33 @@ class PushSession:
 
     def _executed(self, seconds: float) -> None:
         """Adaptive prefetch: tell the server the new capacity when it changed enough (a
-        socket that is down learns it at its next subscribe)."""
-        if self.prefetch.executed(seconds) and self.ws is not None and not self.ws.closed:
-            frame = {"type": "capacity", "capacity": self.prefetch.capacity}
+        socket that is down learns it at its next subscribe); when it shrank below the leases
+        waiting here for a slot, give the newest back, so that a process with a free slot
+        runs them instead of this one, busy with long tasks."""
+        ws = self.ws
+        if not self.prefetch.executed(seconds) or ws is None or ws.closed:
+            return
+        self._tell({"type": "capacity", "capacity": self.prefetch.capacity})
+        for lease in self.runner.hand_back(self.prefetch.value):
+            frame = {"type": "return", "taskId": lease.task_id, "workerId": lease.worker_id}
+            frame |= {"leaseId": lease.lease_id} if lease.lease_id else {}
             sent = asyncio.ensure_future(self._call(frame))
-            sent.add_done_callback(_ignore_failure)
+            sent.add_done_callback(functools.partial(self._returned, lease))
+
+    def _tell(self, frame: Json) -> None:
+        """Send a frame whose answer nobody waits for (a lost one changes nothing)."""
+        sent = asyncio.ensure_future(self._call(frame))
+        sent.add_done_callback(_ignore_failure)
+
+    def _returned(self, lease: Lease, sent: asyncio.Future[Json]) -> None:
+        """A return the server did not confirm (the socket went, or it refused): the lease may
+        still be ours, and an expiry would cost the task an attempt, so it runs here after
+        all (if it was returned, its release here is refused: a 409, and nothing is lost)."""
+        error = None if sent.cancelled() else sent.exception()
+        if sent.cancelled() or error is not None:
+            log.info(f"return of {lease.task_id} not confirmed ({error!r}): running it here",
+                     extra={"event": "worker.return_failed", "task_id": lease.task_id})  # fmt: skip
+            self._start(lease)
 
     async def _call(self, frame: Json) -> Json:
         """Queue ``frame`` for the socket (see :meth:`_schedule_flush`); its ack's task."""
@@ -239,16 +261,18 @@ class PushSession:
             return
         kind = frame.get("type")
         if kind == "task" and isinstance(frame.get("task"), dict):
-            lease = Lease(frame["task"], list(frame.get("parents") or []), self.worker_id)
-            job = asyncio.create_task(guarded(self.runner, lease), name="crew_aio.ws.task")
-            self.running.add(job)
-            job.add_done_callback(self.running.discard)
+            self._start(Lease(frame["task"], list(frame.get("parents") or []), self.worker_id))
         elif kind in ("ack", "error"):
             future = self.pending.get(str(frame.get("ref")))
             if future is not None and not future.done():
                 future.set_result(frame)
         elif kind == "unsubscribed" and frame.get("ref") == "drain":
             self._drained.set()
+
+    def _start(self, lease: Lease) -> None:
+        job = asyncio.create_task(guarded(self.runner, lease), name="crew_aio.ws.task")
+        self.running.add(job)
+        job.add_done_callback(self.running.discard)
 
     def _fail_pending(self) -> None:
         for future in self.pending.values():
@@ -262,7 +286,8 @@ class PushSession:
 
 
 def _ignore_failure(future: asyncio.Future[Json]) -> None:
-    """A capacity frame the socket lost: the next subscribe carries the capacity anyway."""
+    """A capacity frame the socket lost: the next subscribe carries the capacity anyway; a
+    lost return: the lease runs out, or is released by the process that ends up holding it."""
     if not future.cancelled():
         future.exception()
 

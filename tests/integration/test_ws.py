@@ -164,6 +164,35 @@ async def test_rest_release_frees_capacity(api: Api) -> None:
     await ws.close()
 
 
+async def test_return_hands_an_unstarted_lease_back_to_the_channel(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api, capacity=2)
+    await add(api, gid, "a", "b")
+    first, second = [(await frame(ws))["task"] for _ in range(2)]
+    # shrink first, then return: the socket is not pushed the task straight back
+    await ws.send_json({"type": "capacity", "capacity": 1, "ref": "c"})
+    await ws.send_json({"type": "return", "taskId": second["_id"], "leaseId": second["leaseId"],
+                        "ref": "r"})  # fmt: skip
+    assert (await frame(ws))["ref"] == "c"
+    ack = await frame(ws)
+    assert ack["type"] == "ack" and ack["ref"] == "r"
+    await nothing(ws)
+    task = await api.get(f"{V1}/task/{second['_id']}")
+    assert task["status"] == "ready" and task["assignedTo"] is None
+    assert task["remainingAttempts"] == second["remainingAttempts"]  # no attempt counted
+    assert task["errors"] == []
+    other = await api.acquire("c", worker="other")
+    assert other["task"]["_id"] == second["_id"]
+    # a return of a lease no longer held (here: now another worker's) is refused, changing nothing
+    await ws.send_json({"type": "return", "taskId": second["_id"], "ref": "again"})
+    error = await frame(ws)
+    assert error["type"] == "error" and error["status"] == 409 and error["ref"] == "again"
+    assert (await api.get(f"{V1}/task/{second['_id']}"))["assignedTo"] == "other"
+    await ws.send_json({"type": "release", "taskId": first["_id"], "output": 1, "ref": "x"})
+    assert (await frame(ws))["type"] == "ack"
+    await ws.close()
+
+
 async def test_dropped_socket_keeps_its_lease(api: Api) -> None:
     gid = await api.group()
     ws = await subscribe(api)

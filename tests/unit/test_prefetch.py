@@ -15,9 +15,9 @@ def test_a_pinned_prefetch_never_moves() -> None:
 def test_adaptive_starts_at_none_and_grows_to_the_cap_on_short_executes() -> None:
     pf = Prefetch(concurrency=2, fixed=None)
     assert pf.value == 0 and pf.capacity == 2  # the first task might be long
-    assert pf.executed(0.00005)
+    assert pf.executed(0.00001)
     assert pf.value == MAX and pf.capacity == 2 + MAX
-    assert not pf.executed(0.00007)  # small wobbles send nothing
+    assert not pf.executed(0.000012)  # small wobbles send nothing
 
 
 def test_long_executes_bring_it_to_none_within_a_few_tasks() -> None:
