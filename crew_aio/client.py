@@ -209,6 +209,30 @@ class Client:
         result: Json = await self.request("POST", f"{API}/channel/{channel}/acquire", body)
         return result
 
+    async def exchange(
+        self,
+        channel: str,
+        worker_id: str,
+        *,
+        releases: Sequence[Mapping[str, Any]] = (),
+        returns: Sequence[Mapping[str, Any]] = (),
+        count: int = 0,
+        wait_seconds: float = 0.0,
+        lease_seconds: float | None = None,
+    ) -> Json:
+        """(ext) Releases (each a release body plus ``taskId``), hand-backs (``taskId``,
+        ``leaseId``) and an acquire of ``count`` tasks in one request and one commit:
+        ``{"released": [{"task"} | {"error"}], "returned": [...], "tasks": [lease, ...]}``."""
+        body: Json = {"workerId": worker_id, "count": count, "waitSeconds": wait_seconds}
+        if releases:
+            body["releases"] = list(releases)
+        if returns:
+            body["returns"] = list(returns)
+        if lease_seconds is not None:
+            body["leaseSeconds"] = lease_seconds
+        result: Json = await self.request("POST", f"{API}/channel/{channel}/exchange", body)
+        return result
+
     async def release(self, task_id: str, body: Mapping[str, Any]) -> Json:
         """Release a lease: ``body`` holds workerId, leaseId, output|error, children, delays."""
         result: Json = await self.request("POST", f"{API}/task/{task_id}/release", dict(body))

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 
 from crew_aio import protocol as p
-from crew_aio.errors import Conflict, Invalid, NotFound
-from crew_aio.service import Listing, Service
+from crew_aio.errors import Conflict, CrewError, Invalid, NotFound
+from crew_aio.service import Listing, Service, Staged
 from crew_aio.wire import (
     SCOPE,
     convert,
@@ -28,11 +28,15 @@ from crew_aio.wire import (
     page,
     parse,
     read_json,
+    status_of,
+    validate,
 )
 
 __all__ = ["CLEAN", "HEALTH", "SERVICE"]
 
 log = logging.getLogger("crew_aio.http")
+Json = dict[str, Any]
+B = TypeVar("B")
 
 SERVICE = web.AppKey("service", Service)
 HEALTH = web.AppKey[Callable[[], Awaitable[bool]]]("health")
@@ -214,6 +218,58 @@ async def release(request: web.Request) -> web.Response:
     body = convert(data, p.ReleaseBody)
     task_id = request.match_info["id"]
     return await as_holder(request, task_id, lambda: svc(request).release(task_id, body))
+
+
+async def exchange(request: web.Request) -> web.Response:
+    """Releases, hand-backs and an acquire in one request and one commit (the SDK's REST mode):
+    each release and hand-back is answered on its own, as on the WebSocket; the acquire is as
+    ``/acquire`` with ``count`` (0: none)."""
+    body = await parse(request, p.ExchangeBody)
+    service, worker = svc(request), body.worker_id
+    released: list[Staged[Json] | CrewError] = []
+    for k, raw in enumerate(body.releases):
+        try:
+            if type(raw) is not dict:
+                raise Invalid("a release is an object with a taskId", field=f"releases[{k}]")
+            ref = validate(raw, p.TaskRef, prefix=f"releases[{k}]")
+            fields = validate({"workerId": worker, **raw}, p.ReleaseBody, prefix=f"releases[{k}]")
+            released.append(_as_holder(request, ref.task_id, service.release, fields))
+        except CrewError as exc:
+            released.append(exc)
+    returned: list[Staged[Json] | CrewError] = []
+    for ref in body.returns:
+        back = p.ExtendBody(worker_id=worker, lease_id=ref.lease_id)
+        try:
+            returned.append(_as_holder(request, ref.task_id, service.hand_back, back))
+        except CrewError as exc:
+            returned.append(exc)
+    leases: list[Json] = []
+    if body.count:
+        acquire = p.AcquireBody(worker_id=worker, lease_seconds=body.lease_seconds,
+                                wait_seconds=body.wait_seconds, count=body.count)  # fmt: skip
+        leases = await service.acquire(request.match_info["id"], acquire)
+    return json_response({"released": [await _answer(x) for x in released],
+                          "returned": [await _answer(x) for x in returned],
+                          "tasks": leases})  # fmt: skip
+
+
+def _as_holder(
+    request: web.Request, task_id: str, call: Callable[[str, B], Staged[Json]], body: B
+) -> Staged[Json]:
+    """``call``'s staged answer; a worker token hears not_held for a task it does not hold."""
+    try:
+        return call(task_id, body)
+    except (NotFound, Conflict):
+        if request[SCOPE] == "worker":
+            raise not_held(task_id) from None
+        raise
+
+
+async def _answer(entry: Staged[Json] | CrewError) -> Json:
+    """An entry's answer once durable (the acquire's commit covers it), or its error."""
+    if isinstance(entry, CrewError):
+        return {"error": {"status": status_of(entry)} | entry.to_dict()}
+    return {"task": await entry}
 
 
 async def extend(request: web.Request) -> web.Response:

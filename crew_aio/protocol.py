@@ -32,15 +32,20 @@ __all__ = [
     "CapacityFrame",
     "CreateGroupBody",
     "CreateTaskBody",
+    "ErrorEntry",
+    "ExchangeBody",
+    "ExchangeOut",
     "ExtendBody",
     "ExtendFrame",
     "Frame",
     "ReleaseBody",
     "ReleaseFrame",
+    "ReleasedOut",
     "RetryBody",
     "ReturnFrame",
     "SubscribeFrame",
     "TaskChildBody",
+    "TaskRef",
     "UnsetType",
     "UnsubscribeFrame",
     "UnwatchFrame",
@@ -264,6 +269,44 @@ class ReleaseBody(_Body):
             self.workgroup_delay_in_seconds = 0
         if self.children_delay_in_seconds is None:
             self.children_delay_in_seconds = 0
+
+
+class TaskRef(_Body):
+    """An entry of an exchange's ``releases`` or ``returns`` names its task."""
+
+    task_id: Id
+    lease_id: Id | None = None
+
+
+class ExchangeBody(_Body):
+    """``POST /channel/:id/exchange`` (ext): releases, hand-backs and an acquire in one request
+    and one commit. Each ``releases`` entry is a release body plus ``taskId`` (its
+    ``workerId`` defaults to this one's); each is answered on its own, as on the WebSocket."""
+
+    worker_id: WorkerId
+    releases: Annotated[list[Any], Meta(max_length=MAX_FRAMES)] = []
+    returns: Annotated[list[TaskRef], Meta(max_length=MAX_FRAMES)] = []
+    count: Annotated[int, Meta(ge=0, le=1000)] = 0
+    lease_seconds: Annotated[float, Meta(gt=0)] | None = None
+    wait_seconds: Annotated[float, Meta(ge=0)] = 0.0
+
+
+class ErrorEntry(Struct):
+    status: int
+    code: str
+    message: str
+    field: str | UnsetType = UNSET
+
+
+class ReleasedOut(Struct, omit_defaults=True):
+    task: TaskOut | UnsetType = UNSET
+    error: ErrorEntry | UnsetType = UNSET
+
+
+class ExchangeOut(Struct):
+    released: list[ReleasedOut]
+    returned: list[ReleasedOut]
+    tasks: list[LeaseOut]
 
 
 class ExtendBody(_Body):

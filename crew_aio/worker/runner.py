@@ -12,7 +12,8 @@ from typing import Any, Final, TypeVar
 
 from crew_aio.client import Client
 from crew_aio.worker.api import Worker
-from crew_aio.worker.lease import LeaseRunner, log
+from crew_aio.worker.exchange import ExchangeSession
+from crew_aio.worker.lease import log
 from crew_aio.worker.poll import WAIT_SECONDS, PollSlot
 from crew_aio.worker.push import PushSession
 
@@ -99,23 +100,22 @@ def _start(
     poll: bool,
     wait_seconds: float,
 ) -> list[asyncio.Task[None]]:
-    """One worker's loops: ``concurrency`` long-poll slots, and its socket unless ``poll``
-    (then the slots start parked and take over only while the socket is down)."""
-    session = None
+    """One worker's loops: with ``poll``, its REST exchange session; else its socket, and
+    ``concurrency`` long-poll slots that start parked and take over while the socket is down."""
     if poll:
-        runner = LeaseRunner(worker, client, hard_stop, give_up)
-    else:
-        session = PushSession(worker, client, worker_id(worker, "ws"), stop, hard_stop, give_up)
-        runner = session.runner
+        rest = ExchangeSession(worker, client, worker_id(worker, "rest"), stop, hard_stop,
+                               give_up, wait_seconds)  # fmt: skip
+        return [asyncio.create_task(rest.run(), name=f"crew_aio.{worker.channel}")]
+    session = PushSession(worker, client, worker_id(worker, "ws"), stop, hard_stop, give_up)
+    runner = session.runner
     slots = [
         PollSlot(runner, client, worker_id(worker, n), stop, wait_seconds)
         for n in range(worker.concurrency)
     ]
     coros = [slot.run() for slot in slots]
-    if session is not None:
-        session.slots = slots
-        session.use_poll(False)
-        coros.append(session.run())
+    session.slots = slots
+    session.use_poll(False)
+    coros.append(session.run())
     return [asyncio.create_task(coro, name=f"crew_aio.{worker.channel}") for coro in coros]
 
 

@@ -30,6 +30,7 @@ BODIES: dict[object, Any] = {
     p.AcquireBody: {"workerId": "w1"},
     p.ReleaseBody: {"workerId": "w1", "output": 1, "children": [{"name": "k", "channel": "c"}]},
     p.ExtendBody: {"workerId": "w1"},
+    p.ExchangeBody: {"workerId": "w1", "count": 1},
     p.CreateOperatorBody: {
         "channel": "ops",
         "url": "http://127.0.0.1:9/execute/ops",
@@ -38,6 +39,7 @@ BODIES: dict[object, Any] = {
     p.UpdateOperatorBody: {"isPaused": True},
 }
 NEEDS = {"public": 0, "worker": 1, "admin": 2}
+WORKER_ROUTES = 4  # acquire, exchange, release, extend
 PUBLIC = {"/", "/api-docs", "/healthz", f"{V1}/openapi.json"}
 GRANTS = {None: -1, "wrong": -1, WORKER: 1, ADMIN: 2}
 
@@ -97,7 +99,7 @@ async def test_refusals_come_before_any_work(make_api: ApiFactory, token: str | 
     gid, tid = await world(api)
     before = state(api)
     refused = [r for r in ROUTES if NEEDS[r.scope] > max(GRANTS[token], 0)]
-    assert len(refused) == len(ROUTES) - len(PUBLIC) - (3 if token == WORKER else 0)
+    assert len(refused) == len(ROUTES) - len(PUBLIC) - (WORKER_ROUTES if token == WORKER else 0)
     for route in refused:
         resp = await call(api, route, target(route, gid, tid, OPERATOR_IDS[id(api)]), token)
         status, code = (401, "unauthorized") if GRANTS[token] < 0 else (403, "forbidden")
@@ -120,7 +122,7 @@ async def test_public_routes_need_no_token(make_api: ApiFactory) -> None:
 async def test_the_right_token_gets_through_every_route(make_api: ApiFactory, token: str) -> None:
     api = await make_api(api_token=ADMIN, worker_token=WORKER)
     allowed = [r for r in ROUTES if NEEDS[r.scope] <= GRANTS[token]]
-    assert len(allowed) == (len(ROUTES) if token == ADMIN else len(PUBLIC) + 3)
+    assert len(allowed) == (len(ROUTES) if token == ADMIN else len(PUBLIC) + WORKER_ROUTES)
     for route in allowed:
         gid, tid = await world(api)  # fresh ids: an earlier DELETE must not turn this into a 404
         resp = await call(api, route, target(route, gid, tid, OPERATOR_IDS[id(api)]), token)
