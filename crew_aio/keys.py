@@ -39,6 +39,7 @@ from crew_aio.model import (
     task_from_json,
     task_from_record,
     task_to_record,
+    tasks_from_json,
 )
 
 __all__ = [
@@ -103,26 +104,80 @@ def _remembered(value: Any) -> Remembered:
 def decode(records: Iterable[tuple[str, Any]]) -> Loaded:
     """Store records → typed items; a record that cannot be used is named in ``skipped``."""
     out = Loaded()
+    raws: list[tuple[str, bytes]] = []  # task records as stored: decoded a chunk at a time
+    pool: dict[Any, Any] = {}  # see _share
+    near: dict[str, str] = {}
     for key, value in records:
+        if key.startswith(TASK) and isinstance(value, bytes):
+            raws.append((key, value))
+            if len(raws) == _CHUNK:
+                _decode_tasks(raws, out, pool, near)
+                raws = []
+            continue
         try:
-            if key.startswith(TASK):
-                raw = isinstance(value, bytes)
-                out.tasks.append(task_from_json(value) if raw else task_from_record(value))
-            elif key.startswith(GROUP):
-                out.groups.append(group_from_record(value))
-            elif key.startswith(OPERATOR):
-                out.operators.append(operator_from_record(value))
-            elif key == ID_MARK:
-                out.ids.append(str(value["last"]))
-            elif key == CLOCK_MARK:
-                out.clock_mark = max(out.clock_mark, float(value["now"]))
-            elif key.startswith(IDEMPOTENCY):
-                out.remembered[key[len(IDEMPOTENCY) :]] = _remembered(value)
-            elif key.startswith(COOLING):
-                out.cooling.append((value["workgroup"], float(value["until"])))
+            _decode_record(key, value, out)
         except (KeyError, TypeError, ValueError, AttributeError):
             out.skipped.append(key)
+    _decode_tasks(raws, out, pool, near)
     return out
+
+
+def _decode_record(key: str, value: Any, out: Loaded) -> None:
+    if key.startswith(TASK):
+        out.tasks.append(task_from_record(value))
+    elif key.startswith(GROUP):
+        out.groups.append(group_from_record(value))
+    elif key.startswith(OPERATOR):
+        out.operators.append(operator_from_record(value))
+    elif key == ID_MARK:
+        out.ids.append(str(value["last"]))
+    elif key == CLOCK_MARK:
+        out.clock_mark = max(out.clock_mark, float(value["now"]))
+    elif key.startswith(IDEMPOTENCY):
+        out.remembered[key[len(IDEMPOTENCY) :]] = _remembered(value)
+    elif key.startswith(COOLING):
+        out.cooling.append((value["workgroup"], float(value["until"])))
+
+
+_CHUNK = 1000
+
+
+def _decode_tasks(
+    raws: list[tuple[str, bytes]], out: Loaded, pool: dict[Any, Any], near: dict[str, str]
+) -> None:
+    """Decode a chunk of stored task records at once; if one is malformed, each on its own,
+    so that only the bad ones are skipped."""
+    if not raws:
+        return
+    try:
+        tasks = tasks_from_json([raw for _, raw in raws])
+    except (TypeError, ValueError):
+        tasks = []
+        for key, raw in raws:
+            try:
+                tasks.append(task_from_json(raw))
+            except (TypeError, ValueError):
+                out.skipped.append(key)
+    _share(tasks, pool, near)
+    out.tasks += tasks
+
+
+def _share(tasks: list[Task], pool: dict[Any, Any], near: dict[str, str]) -> None:
+    """One object for equal values a million tasks repeat: their group's id, their channel,
+    their create and update times (a batch's tasks share one ``now``), and their parents' ids
+    when the parent was stored shortly before (``near``: the last chunk's ids; a DAG is
+    created in one batch). Done a chunk at a time while loading, so the next chunk reuses what
+    the copies freed: ~200 bytes a task less resident."""
+    ids = {t.id: t.id for t in tasks}
+    for t in tasks:
+        t.group_id = pool.setdefault(t.group_id, t.group_id)
+        t.channel = pool.setdefault(t.channel, t.channel)
+        t.created_at = pool.setdefault(t.created_at, t.created_at)
+        t.updated_at = pool.setdefault(t.updated_at, t.updated_at)
+        if t.parent_ids:
+            t.parent_ids = tuple([ids.get(pid) or near.get(pid) or pid for pid in t.parent_ids])
+    near.clear()
+    near.update(ids)
 
 
 class Graph(Protocol):

@@ -109,8 +109,11 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         too_large.close_connection = True
         raise too_large  # at once: not after reading (or waiting for) a body it will refuse
     try:
-        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 30.0)):
+        if request.content.is_eof():  # the usual case: the whole body came with the head
             raw = await request.read()
+        else:
+            async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 30.0)):
+                raw = await request.read()
     except TimeoutError:
         raise TimedOut("the request body did not arrive in time") from None
     except (web.RequestPayloadError, HttpProcessingError) as exc:

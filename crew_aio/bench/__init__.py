@@ -20,8 +20,9 @@ Python process with the SDK, as users run them. Workloads:
   ``--long-ms`` long and the others a fifth of it: from the first one's start to the last one's
   end, against a lower bound (every slot busy to the end). Tasks dealt in turn to the processes
   would put every long one in one process: prefetch must not park them there.
-- **scale**: ``--scale-tasks`` tasks resident (in a paused group), then W1 again beside them;
-  the server's RSS, and a restart's time from spawn to listening.
+- **scale**: ``--scale-tasks`` tasks resident (100 groups of chains of 10, a small input each,
+  ready or waiting in channels nobody works on), then W1 again beside them; the server's RSS,
+  and a restart's time from spawn to listening.
 
 Worker shapes (``--shapes``): ``ws`` (the SDK's defaults: WebSocket push, adaptive prefetch),
 ``ws64`` (prefetch pinned at 64), ``poll`` (the SDK's long-poll REST mode) and ``crew`` (Crew's
@@ -463,6 +464,20 @@ class Bench:
             out["server_cpu_ms_per_task"] = round((cpu1 - cpu0) / n * 1000, 4)
         return out
 
+    async def fill(self, client: Client, n: int) -> float:
+        """``n`` resident tasks, as a busy server holds them: 100 groups of chains of 10, each
+        with a small input, over 10 channels nobody works on (ready, or waiting on a parent);
+        the create rate."""
+        tag = uuid.uuid4().hex[:6]
+        groups = [await self.group(client, f"bench-resident-{g}") for g in range(100)]
+        began = time.perf_counter()
+        for start in range(0, n, 1000):
+            batch = [{"_child_id": str(i), "name": f"r{i}", "channel": f"resident-{tag}-{i % 10}",
+                      "input": {"i": i}} | ({"_parent_ids": [str(i - 1)]} if i % 10 else {})
+                     for i in range(start, min(n, start + 1000))]  # fmt: skip
+            await client.add_tasks(groups[start // 1000 % len(groups)], batch)
+        return n / (time.perf_counter() - began)
+
     async def scale(self) -> Json:
         n = self.o.scale_tasks
         shape = SHAPES["ws"]
@@ -470,8 +485,7 @@ class Bench:
             tmp = Path(name)
             async with self.target(tmp) as client:
                 self.step(f"scale: {n:,} tasks resident")
-                resident = await self.group(client, "bench-resident", paused=True)
-                fill = await create_batches(client, resident, f"resident-{uuid.uuid4().hex[:6]}", n)
+                fill = await self.fill(client, n)
                 self.step("scale: W1 beside them")
                 channel = f"bench-{uuid.uuid4().hex[:8]}-scale"
                 workers = self.workers(tmp, client.url, channel, shape)

@@ -119,13 +119,7 @@ class Engine(Admin):
         for ident in (*self.groups, *(t.id for t in tasks[-1:])):
             self.observe_id(ident)
         self.observe_id(max((t.lease_id for t in tasks if t.lease_id), default=""))
-        for t in tasks:
-            self._register(t)
         for group in self.groups.values():
             group.active_at = max(group.created_at, group.updated_at)
-        for t in tasks:
-            group = self.groups[t.group_id]
-            group.active_at = max(group.active_at, t.updated_at)
-            self._link(t)
-            self._queue(t, float("-inf"))
+        self._load_tasks(tasks)
         return skipped

@@ -557,10 +557,11 @@ class EngineMachine(RuleBasedStateMachine):
         assert records(twin) == before
         assert twin.channels() == self.engine.channels()
         expected = self._expected_acquire(10**6, twin)
-        clone = pickle.loads(pickle.dumps(self.engine, pickle.HIGHEST_PROTOCOL))
-        for channel in CHANNELS:
-            got, _ = clone.acquire(channel, "probe", self.now, 1.0, 10**6)
-            assert [t.id for t in got] == expected[channel], "acquirable task not handed out"
+        for engine in (self.engine, twin):  # the running engine, and the bulk-loaded one
+            clone = pickle.loads(pickle.dumps(engine, pickle.HIGHEST_PROTOCOL))
+            for channel in CHANNELS:
+                got, _ = clone.acquire(channel, "probe", self.now, 1.0, 10**6)
+                assert [t.id for t in got] == expected[channel], "acquirable task not handed out"
 
 
 def _acyclic_and_known(specs: list[TaskSpec]) -> bool:

@@ -45,3 +45,37 @@ def test_cooling_keys_tell_types_apart_and_the_health_probe_is_the_stores() -> N
     assert keys.cooling_key(1) != keys.cooling_key("1")
     assert keys.HEALTH == store.HEALTH
     assert keys.task_key("a") == "t:a" and keys.group_key("a") == "g:a"
+
+
+def test_a_malformed_task_record_among_many_costs_only_itself() -> None:
+    """Task records are decoded a chunk at a time; a bad one is found and skipped alone."""
+    from crew_aio.keys import TASK, decode
+
+    good = [(f"{TASK}{i:024x}", orjson.dumps({"_id": f"{i:024x}", "taskGroupId": "g" * 24,
+                                              "name": f"t{i}", "channel": "c"}))
+            for i in range(2500)]  # fmt: skip
+    bad = [(f"{TASK}bad1", b'{"_id": 7}'), (f"{TASK}bad2", b"not json")]
+    loaded = decode([*good[:1200], bad[0], *good[1200:], bad[1]])
+    assert loaded.skipped == [f"{TASK}bad1", f"{TASK}bad2"]
+    assert [t.id for t in loaded.tasks] == [f"{i:024x}" for i in range(2500)]
+
+
+def test_loaded_tasks_share_the_values_they_repeat() -> None:
+    """A million resident tasks hold one object per group id, channel and timestamp, and a
+    parent's id, not a copy each (resident memory)."""
+    from crew_aio.keys import TASK, decode
+
+    def record(i: int, parents: list[int]) -> tuple[str, bytes]:
+        ids = [f"{p:024x}" for p in parents]
+        body = {"_id": f"{i:024x}", "taskGroupId": "g" * 24, "name": f"t{i}", "channel": "c",
+                "createdAt": 1.5, "updatedAt": 2.5, "parentIds": ids}  # fmt: skip
+        return f"{TASK}{i:024x}", orjson.dumps(body)
+
+    loaded = decode([record(i, [i - 1] if i else []) for i in range(1500)])
+    first, *rest = loaded.tasks
+    for t in rest:
+        assert t.group_id is first.group_id and t.channel is first.channel
+        assert t.created_at is first.created_at and t.updated_at is first.updated_at
+    by_id = {t.id: t for t in loaded.tasks}
+    for t in rest:  # the parent was stored just before: within this chunk or the last one
+        assert t.parent_ids[0] is by_id[t.parent_ids[0]].id
