@@ -363,6 +363,9 @@ class SqliteStore(_GroupCommitStore):
             cursor = conn.execute(f'SELECT key, value FROM "{TABLE}" ORDER BY rowid')
             while rows := cursor.fetchmany(1000):
                 for key, data in rows:
+                    if raw and type(data) is bytes and type(key) is str and key.startswith(raw):
+                        yield key, data  # the usual row: a task, which the caller decodes
+                        continue
                     item = _decode(key, data, raw)
                     if item is not None:
                         yield item
