@@ -43,6 +43,8 @@ COLUMNS = (
     ("w3_p50_ms", "W3: pickup p50, ms", "{:.2f}"),
     ("w3_p99_ms", "W3: pickup p99, ms", "{:.2f}"),
     ("cpu_ms_per_task", "server (broker) CPU per task, ms", "{:.3f}"),
+    ("long_makespan_s", "long and short tasks in turn, s (lower bound below)", "{:.3f}"),
+    ("long_ideal_s", "the same, lower bound s", "{:.3f}"),
 )
 
 
@@ -141,7 +143,7 @@ def write_readme(path: Path, body: str) -> None:
 
 async def race(args: argparse.Namespace) -> tuple[list[Json], Json]:
     peers = await run_peers_async(args.tasks, args.procs, args.concurrency, args.pickups)
-    workloads = ["w3", "w2", "w1"] + (["scale"] if args.scale else [])
+    workloads = ["w3", "w2", "w1", "long"] + (["scale"] if args.scale else [])
     options = Options(tasks=args.tasks, procs=args.procs, concurrency=args.concurrency,
                       pickups=args.pickups, workloads=workloads, scale_tasks=args.scale_tasks,
                       env=os.environ)  # fmt: skip

@@ -206,7 +206,9 @@ class Task(msgspec.Struct, eq=False, gc=False, rename=_wire_name):
     error_delay: Annotated[int | float, GIVEN | EDIT | PLUCK] = 30
     input: Annotated[Any, GIVEN | EDIT | PLUCK] = None
     output: Any = None
-    errors: list[Any] = msgspec.field(default_factory=list)
+    # a tuple: most tasks never fail, and () is one object for all of them (an empty list
+    # each was 72 bytes a task); an error makes a new tuple
+    errors: tuple[Any, ...] = ()
     created_at: Annotated[float, REQUIRED | TIME] = 0.0
     updated_at: Annotated[float, REQUIRED | TIME] = 0.0
     completed_at: Annotated[float | None, TIME] = None

@@ -342,7 +342,7 @@ class Admin(Work):
         self._unindex(t)
         was_holder = t.lease_id is not None
         t.is_complete, t.output, t.completed_at = False, None, None
-        t.errors = []
+        t.errors = ()
         t.remaining_attempts, t.run_after = attempts, None
         t.held_by = t.held_lease = None
         self._drop_lease(t)

@@ -270,7 +270,7 @@ class Work(State):
     def _fail_attempt(self, t: Task, error: Any, now: float) -> None:
         self._unindex(t)
         t.remaining_attempts -= 1
-        t.errors.append(error)
+        t.errors = (*t.errors, error)
         if t.error_delay:  # Crew leaves runAfter alone when the delay is 0
             # a workgroup cool-off already in force outlasts the error delay
             t.run_after = max(now + t.error_delay, t.run_after or now)
@@ -286,7 +286,7 @@ class Work(State):
         for mate in self._mates(t):
             self._unindex(mate)
             mate.remaining_attempts = max(mate.remaining_attempts - 1, 0)
-            mate.errors.append(error)
+            mate.errors = (*mate.errors, error)
             if t.error_delay:
                 mate.run_after = max(now + t.error_delay, mate.run_after or now)
             self._index(mate)

@@ -93,7 +93,7 @@ def test_retry_group_gives_failed_tasks_attempts(engine: Engine, gid: str) -> No
     assert engine.status(a, T0) is Status.FAILED
     _, change = engine.retry_group(gid, 2, T0 + 1)
     assert a.remaining_attempts == 2 and a.run_after is None
-    assert a.errors == ["x"]
+    assert list(a.errors) == ["x"]
     assert b.remaining_attempts == 2 and b.run_after == T0 + 10  # not failed: untouched
     assert c.is_complete
     assert set(change.tasks) == {a.id}
@@ -104,13 +104,13 @@ def test_reset_group_without_seeds_resets_every_task(engine: Engine, gid: str) -
     a, b, c = create(engine, gid, child("a", key="k"), child("b", "a"), child("c", "b"))
     complete(engine, acquire_one(engine), T0, output="A")
     _fail(engine, T0 + 1)
-    assert b.errors == ["x"]
+    assert list(b.errors) == ["x"]
     t = acquire_one(engine, now=T0 + 20)
     assert t is b
     _, change = engine.reset_group(gid, T0 + 30)
     assert set(change.tasks) == {a.id, b.id, c.id}
     for x in (a, b, c):
-        assert (x.is_complete, x.output, x.completed_at, x.errors) == (False, None, None, [])
+        assert (x.is_complete, x.output, x.completed_at, list(x.errors)) == (False, None, None, [])
         assert (x.remaining_attempts, x.run_after, x.assigned_to, x.lease_id) == (
             5,
             None,
@@ -198,7 +198,7 @@ def test_reset_task_of_failed_task_restores_attempts(engine: Engine, gid: str) -
     (a,) = create(engine, gid, spec("a", remaining_attempts=1))
     _fail(engine)
     engine.reset_task(a.id, T0 + 1, attempts=1)  # what crew-ui sends
-    assert (a.remaining_attempts, a.errors, a.run_after) == (1, [], None)
+    assert (a.remaining_attempts, list(a.errors), a.run_after) == (1, [], None)
     assert acquire_one(engine, now=T0 + 1) is a
 
 
@@ -206,7 +206,7 @@ def test_retry_task(engine: Engine, gid: str) -> None:
     (a,) = create(engine, gid, spec("a", remaining_attempts=1))
     _fail(engine)
     t, change = engine.retry_task(a.id, 3, T0 + 1)
-    assert t.remaining_attempts == 3 and t.run_after is None and t.errors == ["x"]
+    assert t.remaining_attempts == 3 and t.run_after is None and list(t.errors) == ["x"]
     assert list(change.tasks) == [a.id]
     assert acquire_one(engine, now=T0 + 1) is a
 
@@ -236,7 +236,7 @@ def test_pluck_copies_into_a_new_paused_group(engine: Engine, gid: str) -> None:
     assert (copy.name, copy.channel, copy.input, copy.priority) == ("c", "c", {"i": 1}, 3)
     # Crew's pluck leaves remainingAttempts to fromData's default
     assert (copy.remaining_attempts, copy.workgroup, copy.parent_ids) == (5, "wg", ())
-    assert (copy.is_complete, copy.errors, copy.created_at) == (False, [], T0 + 1)
+    assert (copy.is_complete, list(copy.errors), copy.created_at) == (False, [], T0 + 1)
     assert engine.status(copy, T0 + 1) is Status.PAUSED
     assert acquirable(engine, now=T0 + 1) == ["p"]
     engine.update_group(group.id, T0 + 2, is_paused=False)

@@ -26,7 +26,7 @@ def test_created_task_fields(engine: Engine, gid: str) -> None:
     assert (t.group_id, t.name, t.channel, t.workgroup, t.key) == (gid, "a", "ch", "wg", "k")
     assert (t.remaining_attempts, t.max_attempts, t.priority) == (3, 3, 7)
     assert t.input == {"x": 1}
-    assert (t.created_at, t.updated_at, t.is_complete, t.errors) == (T0, T0, False, [])
+    assert (t.created_at, t.updated_at, t.is_complete, list(t.errors)) == (T0, T0, False, [])
     assert t.assigned_to is None and t.lease_id is None
 
 

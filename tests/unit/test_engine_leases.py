@@ -20,7 +20,7 @@ def test_extend_moves_the_deadline(engine: Engine, gid: str) -> None:
     assert t.lease_id == lease_id
     assert list(change.tasks) == [t.id] and t.updated_at == T0 + 50
     engine.tick(T0 + LEASE + 1)  # the original deadline passes: nothing happens
-    assert t.lease_id == lease_id and t.errors == []
+    assert t.lease_id == lease_id and list(t.errors) == []
     assert engine.next_deadline() == T0 + 170
     complete(engine, t, T0 + 169, output="ok")
     assert t.is_complete
@@ -41,7 +41,7 @@ def test_extended_lease_expires_at_the_new_deadline(engine: Engine, gid: str) ->
     assert engine.status(t, T0 + 109.9) is Status.LEASED
     engine.tick(T0 + 110)
     assert engine.status(t, T0 + 110) is Status.READY
-    assert t.errors == [{"message": "lease expired", "workerId": "w1"}]
+    assert list(t.errors) == [{"message": "lease expired", "workerId": "w1"}]
 
 
 def test_extend_can_shorten(engine: Engine, gid: str) -> None:
@@ -86,7 +86,7 @@ def test_expiry_counts_a_failed_attempt_and_respects_the_error_delay(
     change = engine.tick(T0 + LEASE)
     assert list(change.tasks) == [t.id]
     assert t.remaining_attempts == 1
-    assert t.errors == [{"message": "lease expired", "workerId": "w9"}]
+    assert list(t.errors) == [{"message": "lease expired", "workerId": "w9"}]
     assert (t.assigned_to, t.lease_id, t.lease_expires_at) == (None, None, None)
     assert t.run_after == T0 + LEASE + 30
     assert engine.status(t, T0 + LEASE) is Status.DELAYED
@@ -104,7 +104,7 @@ def test_acquire_reclaims_expired_leases_itself(engine: Engine, gid: str) -> Non
     t = acquire_one(engine, worker="w1")
     got, change = engine.acquire("c", "w2", T0 + LEASE, LEASE)
     assert got == [t] and t.assigned_to == "w2"
-    assert t.errors == [{"message": "lease expired", "workerId": "w1"}]
+    assert list(t.errors) == [{"message": "lease expired", "workerId": "w1"}]
     assert t.id in change.tasks
 
 
@@ -141,7 +141,7 @@ def test_heartbeats_leave_one_heap_entry_per_lease(engine: Engine, gid: str) -> 
     assert len(engine.leases) == 1
     last = T0 + 9_999 * 0.001
     engine.tick(T0 + 10)  # the first deadline passes: the entry is refiled, nothing expires
-    assert t.lease_id is not None and t.errors == [] and len(engine.leases) == 1
+    assert t.lease_id is not None and list(t.errors) == [] and len(engine.leases) == 1
     assert engine.next_deadline() == last + 10
     engine.tick(last + 10)
     assert t.lease_id is None and t.errors[-1]["message"] == "lease expired"

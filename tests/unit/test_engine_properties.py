@@ -436,13 +436,13 @@ class EngineMachine(RuleBasedStateMachine):
         remaining = set(self._group_ids(gid))
         assert remaining == (seeds or {t.id for t in members})
         for t in map(self.engine.tasks.__getitem__, remaining):
-            assert not t.is_complete and t.errors == [] and t.assigned_to is None
+            assert not t.is_complete and list(t.errors) == [] and t.assigned_to is None
             assert t.remaining_attempts == 5 and not t.parents_complete  # as Crew
 
     def _task_op(self, data: st.DataObject, op: str, t: Task) -> None:
         if op == "reset_task":
             self.engine.reset_task(t.id, self.now)
-            assert not t.is_complete and t.lease_id is None and t.errors == []
+            assert not t.is_complete and t.lease_id is None and list(t.errors) == []
             assert t.remaining_attempts == 2  # Crew's default
         elif op == "delete":
             expected = _descendants(self.engine, t.id)

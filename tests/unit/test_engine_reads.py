@@ -243,7 +243,7 @@ def test_loaded_lease_expires_at_its_original_deadline(engine: Engine, gid: str)
     assert fresh.status(ta, T0 + 1) is Status.LEASED and tb.assigned_to == "w1"
     assert acquire(fresh, worker="w2", now=T0 + 29) == []
     fresh.tick(T0 + 30)
-    assert ta.errors == [{"message": "lease expired", "workerId": "w1"}]
+    assert list(ta.errors) == [{"message": "lease expired", "workerId": "w1"}]
     assert tb.assigned_to is None
     assert acquire_one(fresh, worker="w2", now=T0 + 30) is ta
     with pytest.raises(StaleLease):

@@ -147,7 +147,7 @@ def test_error_costs_an_attempt_and_delays(engine: Engine, gid: str) -> None:
     t = acquire_one(engine)
     engine.release(t.id, "w1", T0 + 1, lease_id=t.lease_id, error={"message": "boom"})
     assert t.remaining_attempts == 2
-    assert t.errors == [{"message": "boom"}]
+    assert list(t.errors) == [{"message": "boom"}]
     assert t.run_after == T0 + 31
     assert not t.is_complete and t.output is None
     assert (t.assigned_to, t.lease_id) == (None, None)
@@ -156,7 +156,7 @@ def test_error_costs_an_attempt_and_delays(engine: Engine, gid: str) -> None:
     t2 = acquire_one(engine, worker="w2", now=T0 + 31)
     assert t2 is t
     engine.release(t.id, "w2", T0 + 32, error="again")
-    assert t.errors == [{"message": "boom"}, "again"]
+    assert list(t.errors) == [{"message": "boom"}, "again"]
     assert t.remaining_attempts == 1
 
 
@@ -302,7 +302,7 @@ def test_late_release_before_the_reclaim_is_taken(engine: Engine, gid: str) -> N
     create(engine, gid, spec("a"))
     t = acquire_one(engine)
     _, change = engine.release(t.id, "w1", T0 + LEASE + 30, output="late")
-    assert t.is_complete and t.errors == [] and t.id in change.tasks
+    assert t.is_complete and list(t.errors) == [] and t.id in change.tasks
 
 
 def test_late_error_release_is_stale(engine: Engine, gid: str) -> None:
@@ -311,7 +311,7 @@ def test_late_error_release_is_stale(engine: Engine, gid: str) -> None:
     engine.tick(T0 + LEASE)
     with pytest.raises(StaleLease):
         engine.release(t.id, "w1", T0 + LEASE + 1, error="late")
-    assert t.errors == [{"message": "lease expired", "workerId": "w1"}]
+    assert list(t.errors) == [{"message": "lease expired", "workerId": "w1"}]
 
 
 def _stale_setups(engine: Engine, gid: str) -> dict[str, tuple[str, str, str | None, float]]:

@@ -33,7 +33,7 @@ def test_the_table_is_the_task_struct() -> None:
     assert [f.wire for f in TASK_FIELDS] == wires(Task)
     by_attr = {f.attr: f for f in TASK_FIELDS}
     assert by_attr["error_delay"].wire == "errorDelayInSeconds"
-    assert by_attr["remaining_attempts"].default == 5 and by_attr["errors"].default == []
+    assert by_attr["remaining_attempts"].default == 5 and by_attr["errors"].default == ()
     assert REQUIRED in by_attr["id"].roles and RUNTIME in by_attr["children"].roles
 
 

@@ -34,7 +34,7 @@ def test_record_round_trip_keeps_every_persisted_field_and_no_runtime_one() -> N
 
     task = Task("a", "g", "n", "c", workgroup="w", key="k", remaining_attempts=2, max_attempts=3,
                 parents_complete=True, priority=-4, run_after=5.5, progress_weight=2.5,
-                is_seed=True, error_delay=0.0, input={"x": [1]}, output=0, errors=["e"],
+                is_seed=True, error_delay=0.0, input={"x": [1]}, output=0, errors=("e",),
                 created_at=1.0, updated_at=2.0, completed_at=None, parent_ids=("p",),
                 assigned_to="w1", assigned_at=3.0, lease_id="L", lease_expires_at=4.0,
                 held_by="w0", held_lease="K", children=["z"], pending_parents=7,
@@ -86,7 +86,7 @@ _times = st.none() | st.floats(0, 4e9)
         error_delay=st.sampled_from([0, 30, 0.0, 30.0, 1.5]),
         input=st.none() | st.integers() | st.dictionaries(st.text(max_size=2), st.integers()),
         output=st.none() | st.just(0) | st.lists(st.integers(), max_size=2),
-        errors=st.lists(st.text(max_size=2), max_size=2),
+        errors=st.lists(st.text(max_size=2), max_size=2).map(tuple),
         created_at=st.floats(0, 4e9),
         updated_at=st.floats(0, 4e9),
         completed_at=_times,
