@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from huey import RedisHuey, SqliteHuey, signals  # type: ignore[import-untyped]
+from huey import RedisHuey, SqliteHuey, signals
 
 QUEUE_NAME = "peers"
 CHILDREN = 100

@@ -121,6 +121,18 @@ def test_sdk_imports_no_server_code() -> None:
         assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
+def test_bench_imports_no_server_code() -> None:
+    """``crew-aio bench`` measures a server process (its own, or ``--url``) as a user would."""
+    allowed = ("crew_aio.client", "crew_aio.worker", "crew_aio.bench")
+    for path in sorted((PKG / "bench").rglob("*.py")):
+        bad = {
+            name
+            for name in imports_of(path)
+            if name.split(".")[0] == "crew_aio" and not name.startswith(allowed)
+        }
+        assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
 def test_every_error_code_has_a_status() -> None:
     """The wire layer's one table turns every error the server raises into an HTTP status."""
     from crew_aio import errors
