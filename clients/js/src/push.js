@@ -48,11 +48,13 @@ export class PushSession {
       }
       failures = 0;
       rt.log("info", `ws ${runner.channel} subscribed`, { event: "worker.ws_up" });
+      runner.onPrefetch = () => this.prefetchChanged(socket);
       await this.stopPolling();
       const onStop = () => this.drain(socket);
       if (rt.stopping) onStop(); // stopped while connecting
       else rt.stopCtrl.signal.addEventListener("abort", onStop, { once: true });
       await socket.closed;
+      runner.onPrefetch = null; // the next subscribe carries the capacity
       rt.stopCtrl.signal.removeEventListener("abort", onStop);
       if (!rt.stopping) rt.log("warn", `ws ${runner.channel} closed: reconnecting`, { event: "worker.ws_down" });
     }
@@ -72,6 +74,24 @@ export class PushSession {
     }
     while (runner.inflight.size) await Promise.allSettled([...runner.inflight]);
     socket.close();
+  }
+
+  /**
+   * Adaptive prefetch moved: tell the server the new capacity, and when it shrank below the
+   * leases waiting here for a slot, give the newest back (ready again for any process, no
+   * attempt counted). A return the server does not confirm runs here after all: an expired
+   * lease would cost the task an attempt.
+   */
+  prefetchChanged(socket) {
+    const { runner } = this;
+    if (!socket.isOpen()) return;
+    socket.call("capacity", { capacity: runner.concurrency + runner.prefetch }).catch(() => {});
+    for (const lease of runner.handBack(runner.prefetch)) {
+      const { task, parents } = lease;
+      const back = { taskId: task._id, workerId: runner.workerId };
+      if (task.leaseId) back.leaseId = task.leaseId;
+      socket.call("return", back).catch(() => runner.track(runner.runTask(task, parents, null)));
+    }
   }
 
   socketOptions() {

@@ -1,5 +1,6 @@
 /** runWorkers: acquire (long-poll or WebSocket push), execute, heartbeat, release, shut down. */
 
+import { LONG_AFTER_MS, Prefetch } from "./prefetch.js";
 import { CrewError, RateLimited } from "./errors.js";
 import { Http } from "./http.js";
 import { releaseFields } from "./worker.js";
@@ -99,7 +100,8 @@ export class ChannelRunner {
     this.rt = rt;
     this.channel = worker.channel;
     this.concurrency = Math.max(1, Math.floor(worker.concurrency ?? 1));
-    this.prefetch = Math.max(0, Math.floor(worker.prefetch ?? 0));
+    this.prefetcher = new Prefetch(this.concurrency, worker.prefetch);
+    this.onPrefetch = null; // the push session's: tell the server, hand back what waits
     this.workerId = rt.workerId;
     this.inflight = new Set();
     this.waiters = [];
@@ -107,19 +109,40 @@ export class ChannelRunner {
     this.slotQueue = [];
   }
 
-  /** Resolve once one of the `concurrency` execute slots is ours. */
-  takeSlot() {
+  get prefetch() {
+    return this.prefetcher.value;
+  }
+
+  /** Resolve true once one of the `concurrency` execute slots is ours; false when the lease
+   * was handed back meanwhile (see handBack): it will not run here. */
+  takeSlot(lease) {
     if (this.executing < this.concurrency) {
       this.executing++;
-      return Promise.resolve();
+      return Promise.resolve(true);
     }
-    return new Promise((resolve) => this.slotQueue.push(resolve));
+    return new Promise((resolve) => this.slotQueue.push({ resolve, lease }));
   }
 
   freeSlot() {
     const next = this.slotQueue.shift();
-    if (next) next();
+    if (next) next.resolve(true);
     else this.executing--;
+  }
+
+  /** Give up the newest leases waiting for a slot beyond `keep`; the caller returns them. */
+  handBack(keep) {
+    const given = [];
+    while (this.slotQueue.length > keep) {
+      const { resolve, lease } = this.slotQueue.pop();
+      resolve(false);
+      given.push(lease);
+    }
+    return given;
+  }
+
+  /** An execute's duration (or one still running at LONG_AFTER_MS) for the prefetch. */
+  noteDuration(seconds) {
+    if (this.prefetcher.executed(seconds)) this.onPrefetch?.();
   }
 
   async run() {
@@ -190,12 +213,17 @@ export class ChannelRunner {
    */
   async runTask(task, parents, socket) {
     const started = performance.now();
-    const lease = { task, socket, ctrl: new AbortController() };
+    const lease = { task, parents, socket, ctrl: new AbortController() };
     const stopBeat = this.heartbeat(lease);
     let fields;
     let result;
     let failure;
-    await this.takeSlot();
+    if (!(await this.takeSlot(lease))) {
+      stopBeat(); // handed back: another process runs it
+      return;
+    }
+    const began = performance.now();
+    const early = setTimeout(() => this.noteDuration((performance.now() - began) / 1000), LONG_AFTER_MS);
     try {
       fields = releaseFields(await this.execute(task, parents, lease));
       result = "ok";
@@ -203,8 +231,10 @@ export class ChannelRunner {
       ({ fields, result } = errorFields(err));
       failure = `${fields.error.type}: ${fields.error.message}`;
     } finally {
+      clearTimeout(early);
       this.freeSlot();
       stopBeat();
+      this.noteDuration((performance.now() - began) / 1000);
     }
     const delivered = await this.release(lease, fields);
     const outcome = delivered === "released" ? result : `${result}/${delivered}`;

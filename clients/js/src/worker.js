@@ -29,7 +29,7 @@ export class Worker {
   channel = "";
   concurrency = 1;
   leaseSeconds = undefined;
-  prefetch = 0;
+  prefetch = null; // null: adaptive (see prefetch.js); a number pins it
 
   // eslint-disable-next-line no-unused-vars
   async execute(input, parents, ctx) {

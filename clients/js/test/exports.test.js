@@ -20,7 +20,7 @@ test("Result, RateLimited, Worker and CrewError defaults", async () => {
   assert.ok(limited instanceof Error);
   const worker = new Worker();
   assert.equal(worker.concurrency, 1);
-  assert.equal(worker.prefetch, 0);
+  assert.equal(worker.prefetch, null); // adaptive
   await assert.rejects(worker.execute({}, []), /not implemented/);
   assert.equal(new CrewError("x", { status: 503 }).transient, true);
   assert.equal(new CrewError("x", { status: 409 }).transient, false);

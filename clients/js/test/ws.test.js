@@ -230,3 +230,44 @@ test("releases finishing together travel batched and are all acknowledged", asyn
     await run.stop();
   }
 });
+
+test("adaptive prefetch hands back what waits behind a long task", async () => {
+  // two processes hot from short tasks (a large prefetch each), then long and short tasks in
+  // turn: dealt one each in turn, every long one would wait in one process
+  const channel = "adaptive";
+  class Mixed extends Worker {
+    channel = channel;
+    concurrency = 1;
+    long = [];
+    done = 0;
+    async execute(input) {
+      if (input && typeof input.s === "number") {
+        await delay(input.s * 1000);
+        if (input.s >= 0.2) this.long.push(input.i);
+      }
+      this.done++;
+      return null;
+    }
+  }
+  const a = new Mixed();
+  const b = new Mixed();
+  const group = await client.createGroup("adaptive");
+  const runA = start([a], { url: server.url, workerId: "proc-a" });
+  const runB = start([b], { url: server.url, workerId: "proc-b" });
+  try {
+    await eventually(() => runA.events("worker.ws_up").length === 1 && runB.events("worker.ws_up").length === 1);
+    await client.addTasks(group._id, Array.from({ length: 200 }, (_, i) => ({ name: `q${i}`, channel })));
+    await eventually(() => a.done + b.done === 200, { timeoutMs: 10_000 });
+    const mixed = [0, 1, 2, 3, 4, 5].map((i) => ({ name: `m${i}`, channel, input: { i, s: i % 2 ? 0.01 : 0.3 } }));
+    await client.addTasks(group._id, mixed);
+    await eventually(() => a.done + b.done === 206, { timeoutMs: 15_000 });
+    assert.deepEqual([...a.long, ...b.long].sort(), [0, 2, 4]);
+    assert.ok(a.long.length && b.long.length, `all long tasks in one process: ${a.long} / ${b.long}`);
+    const tasks = await client.getGroupTasks(group._id, { limit: 1000 });
+    assert.equal(tasks.length, 206);
+    assert.ok(tasks.every((t) => t.errors.length === 0)); // a hand-back costs no attempt
+  } finally {
+    await runA.stop();
+    await runB.stop();
+  }
+});
