@@ -433,7 +433,7 @@ class Hub:
     def _capacity(self, peer: Peer, frame: p.CapacityFrame) -> None:
         sub = peer.sub
         if sub is None:
-            raise Invalid("capacity needs a subscription: subscribe first", field="type")
+            raise Invalid("capacity needs a subscription: subscribe first")
         grew = frame.capacity > sub.capacity
         sub.capacity = frame.capacity
         peer.send({"type": "ack", "ref": frame.ref, "capacity": sub.capacity})
