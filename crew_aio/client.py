@@ -219,11 +219,14 @@ class Client:
         count: int = 0,
         wait_seconds: float = 0.0,
         lease_seconds: float | None = None,
+        brief: bool = False,
     ) -> Json:
         """(ext) Releases (each a release body plus ``taskId``), hand-backs (``taskId``,
         ``leaseId``) and an acquire of ``count`` tasks in one request and one commit:
         ``{"released": [{"task"} | {"error"}], "returned": [...], "tasks": [lease, ...]}``."""
         body: Json = {"workerId": worker_id, "count": count, "waitSeconds": wait_seconds}
+        if brief:
+            body["brief"] = True  # a successful release's entry is {}, not the task
         if releases:
             body["releases"] = list(releases)
         if returns:

@@ -8,6 +8,7 @@ awaited here). Its routes are listed in :mod:`crew_aio.routes`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -233,7 +234,8 @@ async def exchange(request: web.Request) -> web.Response:
                 raise Invalid("a release is an object with a taskId", field=f"releases[{k}]")
             ref = validate(raw, p.TaskRef, prefix=f"releases[{k}]")
             fields = validate({"workerId": worker, **raw}, p.ReleaseBody, prefix=f"releases[{k}]")
-            released.append(_as_holder(request, ref.task_id, service.release, fields))
+            release = functools.partial(service.release, brief=body.brief)
+            released.append(_as_holder(request, ref.task_id, release, fields))
         except CrewError as exc:
             released.append(exc)
     returned: list[Staged[Json] | CrewError] = []
@@ -269,7 +271,8 @@ async def _answer(entry: Staged[Json] | CrewError) -> Json:
     """An entry's answer once durable (the acquire's commit covers it), or its error."""
     if isinstance(entry, CrewError):
         return {"error": {"status": status_of(entry)} | entry.to_dict()}
-    return {"task": await entry}
+    answer = await entry
+    return {"task": answer} if answer else {}
 
 
 async def extend(request: web.Request) -> web.Response:

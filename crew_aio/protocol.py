@@ -289,6 +289,7 @@ class ExchangeBody(_Body):
     count: Annotated[int, Meta(ge=0, le=1000)] = 0
     lease_seconds: Annotated[float, Meta(gt=0)] | None = None
     wait_seconds: Annotated[float, Meta(ge=0)] = 0.0
+    brief: bool = False  # a successful release's entry is {} (no task rendered)
 
 
 class ErrorEntry(Struct):
@@ -517,6 +518,7 @@ class ReleaseFrame(_Frame, tag="release"):
 
     task_id: Id
     worker_id: WorkerId | None = None
+    brief: bool = False  # the ack carries no task (the SDKs do not read it)
 
 
 class ExtendFrame(_Frame, tag="extend"):

@@ -457,7 +457,11 @@ class Hub:
     def _release(self, peer: Peer, frame: p.ReleaseFrame, raw: dict[str, Any]) -> None:
         fields = {**raw, "workerId": self._worker(peer, frame.worker_id)}
         body = validate(fields, p.ReleaseBody)  # one declaration for REST and WS; nesting checked
-        peer.answer({"type": "ack", "ref": frame.ref}, self.service.release(frame.task_id, body))
+        staged = self.service.release(frame.task_id, body, brief=frame.brief)
+        if frame.brief:
+            peer.send({"type": "ack", "ref": frame.ref}, staged.barrier)
+        else:
+            peer.answer({"type": "ack", "ref": frame.ref}, staged)
 
     def _watch(self, peer: Peer, frame: p.WatchFrame | p.UnwatchFrame) -> None:
         if peer.scope != "admin":

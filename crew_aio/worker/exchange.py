@@ -108,6 +108,7 @@ class ExchangeSession:
                 returns=[_ref(lease) for lease in returns],
                 count=ask,
                 lease_seconds=self.worker.lease_seconds,
+                brief=True,
             )
         except Exception as exc:  # the releases' runners retry (or give up) as for /release
             self._no_exchange(exc)

@@ -70,7 +70,7 @@ class PushSession:
         ws = self.ws
         if ws is None or ws.closed:
             return await self.client.release(task_id, body)
-        return await self._call({"type": "release", "taskId": task_id, **body})
+        return await self._call({"type": "release", "taskId": task_id, "brief": True, **body})
 
     async def extend(
         self, task_id: str, worker_id: str, lease_id: str | None, lease_seconds: float | None

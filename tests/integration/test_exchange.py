@@ -110,3 +110,15 @@ async def test_an_empty_exchange_with_a_wait_long_polls(api: Api) -> None:
     await add(api, gid, 1)
     answer = await asyncio.wait_for(poll, 5)
     assert [x["task"]["name"] for x in answer["tasks"]] == ["t0"]
+
+
+async def test_a_brief_exchange_answers_successes_with_empty_entries(api: Api) -> None:
+    gid = await api.group()
+    await add(api, gid, 2)
+    (lease,) = (await exchange(api, count=1))["tasks"]
+    releases = [{"taskId": lease["task"]["_id"], "output": 1}, {"taskId": "0" * 24}]
+    answer = await exchange(api, releases=releases, count=1, brief=True)
+    ok, missing = answer["released"]
+    assert ok == {} and missing["error"]["status"] == 404
+    assert [x["task"]["name"] for x in answer["tasks"]] == ["t1"]
+    assert (await api.get(f"{V1}/task/{lease['task']['_id']}"))["output"] == 1

@@ -164,6 +164,21 @@ async def test_rest_release_frees_capacity(api: Api) -> None:
     await ws.close()
 
 
+async def test_a_brief_release_is_acked_without_the_task(api: Api) -> None:
+    gid = await api.group()
+    ws = await subscribe(api)
+    await add(api, gid, "a")
+    task = (await frame(ws))["task"]
+    await ws.send_json({"type": "release", "ref": "r", "taskId": task["_id"], "output": 7,
+                        "brief": True})  # fmt: skip
+    assert await frame(ws) == {"type": "ack", "ref": "r"}
+    assert (await api.get(f"{V1}/task/{task['_id']}"))["output"] == 7  # done all the same
+    await ws.send_json({"type": "release", "ref": "e", "taskId": "0" * 24, "brief": True})
+    error = await frame(ws)  # an error is still an error frame
+    assert error["type"] == "error" and error["status"] == 404
+    await ws.close()
+
+
 async def test_return_hands_an_unstarted_lease_back_to_the_channel(api: Api) -> None:
     gid = await api.group()
     ws = await subscribe(api, capacity=2)

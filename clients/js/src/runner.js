@@ -381,7 +381,7 @@ export class ChannelRunner {
     const { task, socket } = lease;
     if (socket?.isOpen()) {
       try {
-        return await socket.call("release", { taskId: task._id, ...body });
+        return await socket.call("release", { taskId: task._id, brief: true, ...body }); // brief: an ack without the task
       } catch (err) {
         if (!(err instanceof CrewError) || err.status !== 0) throw err;
         lease.socket = null; // the socket dropped: REST from now on
