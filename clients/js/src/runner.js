@@ -6,6 +6,7 @@ import { Http } from "./http.js";
 import { releaseFields } from "./worker.js";
 import { anySignal, backoffMs, defaultWorkerId, sleep } from "./util.js";
 import { makeLogger } from "./log.js";
+import { ExchangeSession } from "./exchange.js";
 import { PushSession } from "./push.js";
 
 const enc = encodeURIComponent;
@@ -147,7 +148,7 @@ export class ChannelRunner {
 
   async run() {
     if (this.rt.options.poll) {
-      await this.pollLoops(null);
+      await new ExchangeSession(this).run();
     } else {
       await new PushSession(this).run();
     }
@@ -211,16 +212,16 @@ export class ChannelRunner {
    * Wait for a slot, execute one leased task with heartbeats (from receipt: a prefetched task
    * waiting for its slot keeps its lease too), release it, log one line.
    */
-  async runTask(task, parents, socket) {
+  async runTask(task, parents, socket, exchange = null) {
     const started = performance.now();
-    const lease = { task, parents, socket, ctrl: new AbortController() };
+    const lease = { task, parents, socket, exchange, ctrl: new AbortController() };
     const stopBeat = this.heartbeat(lease);
     let fields;
     let result;
     let failure;
     if (!(await this.takeSlot(lease))) {
       stopBeat(); // handed back: another process runs it
-      return;
+      return "handed back";
     }
     const began = performance.now();
     const early = setTimeout(() => this.noteDuration((performance.now() - began) / 1000), LONG_AFTER_MS);
@@ -232,9 +233,9 @@ export class ChannelRunner {
       failure = `${fields.error.type}: ${fields.error.message}`;
     } finally {
       clearTimeout(early);
-      this.freeSlot();
+      this.noteDuration((performance.now() - began) / 1000); // before the slot frees: a hand-back
+      this.freeSlot(); // then sees every lease still waiting
       stopBeat();
-      this.noteDuration((performance.now() - began) / 1000);
     }
     const delivered = await this.release(lease, fields);
     const outcome = delivered === "released" ? result : `${result}/${delivered}`;
@@ -249,6 +250,7 @@ export class ChannelRunner {
       via: socket ? "ws" : "rest",
       ...(failure ? { error: fields.error } : {}),
     });
+    return outcome;
   }
 
   /** Run `execute`; at the shutdown deadline, give up on it (it is released as WorkerShutdown). */
@@ -378,7 +380,8 @@ export class ChannelRunner {
   }
 
   async releaseOnce(lease, body) {
-    const { task, socket } = lease;
+    const { task, socket, exchange } = lease;
+    if (exchange && !exchange.crewOnly) return exchange.release(task, body);
     if (socket?.isOpen()) {
       try {
         return await socket.call("release", { taskId: task._id, brief: true, ...body }); // brief: an ack without the task

@@ -231,10 +231,11 @@ test("releases finishing together travel batched and are all acknowledged", asyn
   }
 });
 
-test("adaptive prefetch hands back what waits behind a long task", async () => {
+for (const poll of [false, true]) {
+test(`adaptive prefetch hands back what waits behind a long task (${poll ? "REST" : "WebSocket"})`, async () => {
   // two processes hot from short tasks (a large prefetch each), then long and short tasks in
   // turn: dealt one each in turn, every long one would wait in one process
-  const channel = "adaptive";
+  const channel = `adaptive-${poll}`;
   class Mixed extends Worker {
     channel = channel;
     concurrency = 1;
@@ -252,10 +253,10 @@ test("adaptive prefetch hands back what waits behind a long task", async () => {
   const a = new Mixed();
   const b = new Mixed();
   const group = await client.createGroup("adaptive");
-  const runA = start([a], { url: server.url, workerId: "proc-a" });
-  const runB = start([b], { url: server.url, workerId: "proc-b" });
+  const runA = start([a], { url: server.url, workerId: "proc-a", poll });
+  const runB = start([b], { url: server.url, workerId: "proc-b", poll });
   try {
-    await eventually(() => runA.events("worker.ws_up").length === 1 && runB.events("worker.ws_up").length === 1);
+    if (!poll) await eventually(() => runA.events("worker.ws_up").length === 1 && runB.events("worker.ws_up").length === 1);
     await client.addTasks(group._id, Array.from({ length: 200 }, (_, i) => ({ name: `q${i}`, channel })));
     await eventually(() => a.done + b.done === 200, { timeoutMs: 10_000 });
     const mixed = [0, 1, 2, 3, 4, 5].map((i) => ({ name: `m${i}`, channel, input: { i, s: i % 2 ? 0.01 : 0.3 } }));
@@ -271,3 +272,4 @@ test("adaptive prefetch hands back what waits behind a long task", async () => {
     await runB.stop();
   }
 });
+}
