@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from crew_aio.bench import cpu_seconds
+from crew_aio.bench.procs import cpu_seconds
 
 BODY = orjson.dumps({"workerId": "crew-0", "output": None})
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -16,11 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks._server import ServerProcess
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+from crew_aio.bench.procs import cpu_seconds
 
 
 async def main(sockets: int, channels: int, seconds: float) -> None:

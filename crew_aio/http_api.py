@@ -227,6 +227,7 @@ async def exchange(request: web.Request) -> web.Response:
     ``/acquire`` with ``count`` (0: none)."""
     body = await parse(request, p.ExchangeBody)
     service, worker = svc(request), body.worker_id
+    release = functools.partial(service.release, brief=body.brief)
     released: list[Staged[Json] | CrewError] = []
     for k, raw in enumerate(body.releases):
         try:
@@ -234,7 +235,6 @@ async def exchange(request: web.Request) -> web.Response:
                 raise Invalid("a release is an object with a taskId", field=f"releases[{k}]")
             ref = validate(raw, p.TaskRef, prefix=f"releases[{k}]")
             fields = validate({"workerId": worker, **raw}, p.ReleaseBody, prefix=f"releases[{k}]")
-            release = functools.partial(service.release, brief=body.brief)
             released.append(_as_holder(request, ref.task_id, release, fields))
         except CrewError as exc:
             released.append(exc)

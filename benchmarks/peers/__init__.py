@@ -78,6 +78,6 @@ notes the time just before the enqueue call; the worker notes the time at the fi
 ``execute``. After each enqueue returns the harness sleeps 2 ms and, if the task has not been
 seen starting yet, waits for it (bounded) before the next, so every task meets idle workers
 (this only matters for a polling consumer, i.e. SqliteHuey). ``w3_p50_ms`` / ``w3_p99_ms``:
-percentiles (nearest rank) of execute start - enqueue call start, in ms. Same machine, same
-clock.
+percentiles (``crew_aio.bench.procs.pct``, as crew-aio bench takes them) of execute start -
+enqueue call start, in ms. Same machine, same clock.
 """

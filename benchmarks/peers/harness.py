@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import shutil
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 from benchmarks.peers.children import Board, LineProc, PeerError
 from benchmarks.peers.peers import PEERS, Peer
 from benchmarks.peers.redis_server import RedisServer
+from crew_aio.bench.procs import pct
 
 Row = dict[str, Any]
 
@@ -42,12 +42,6 @@ FIGURES = ("w1_rate", "w1_enqueue_rate", "w2_wall_s", "w2_join_lag_ms", "w3_p50_
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 class Session:
@@ -222,7 +216,7 @@ async def w3(peer: Peer, pickups: int, procs: int, concurrency: int) -> Row:
         await s.start_workers()
         sent = {i: await pickup_one(s, i) for i in range(-PICKUP_WARMUP, pickups)}
         lat = [(s.board.pickups[i] - sent[i]) * 1e3 for i in range(pickups)]
-    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    p50, p99 = pct(lat, 50), pct(lat, 99)  # the one definition crew-aio bench uses too
     log(f"[{peer.key}] W3: {pickups} pickups: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
         f"max {max(lat):.2f} ms")  # fmt: skip
     return {"w3_p50_ms": p50, "w3_p99_ms": p99}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import re
 import shutil
 import signal
@@ -20,27 +19,16 @@ import subprocess
 import time
 from pathlib import Path
 
-TICK = os.sysconf("SC_CLK_TCK")
+from crew_aio.bench.procs import cpu_seconds
+from tests.support.server import free_port
+
 PR_SET_PDEATHSIG = 1
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds (from /proc/PID/stat, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def die_with_parent() -> None:
     """``preexec_fn`` for children: SIGTERM them if the harness dies without cleaning up."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def redis_binary() -> str:

@@ -238,76 +238,60 @@ for (const [mode, options] of MODES) {
   });
 }
 
-test("poll mode: releases ride with acquires on exchange, a share of a request each", async () => {
-  const server = await startServer();
-  const seen = [];
-  const realFetch = globalThis.fetch;
-  globalThis.fetch = (url, init) => {
-    seen.push(new URL(url).pathname);
-    return realFetch(url, init);
-  };
-  try {
-    const client = new Client({ url: server.url });
-    const group = await client.createGroup("exchange");
-    const channel = "exchange";
-    await client.addTasks(group._id, Array.from({ length: 300 }, (_, i) => ({ name: `t${i}`, channel, input: i })));
-    class Echo extends Worker {
-      channel = channel;
-      concurrency = 2;
-      async execute(input) {
-        return { twice: input * 2 };
-      }
-    }
-    const ctrl = new AbortController();
-    const running = runWorkers([new Echo()], { url: server.url, poll: true, handleSignals: false, signal: ctrl.signal, logger: null, waitSeconds: 1 });
-    await client.wait(group._id, { interval: 0.05, timeout: 20 });
-    ctrl.abort();
-    await running;
-    const tasks = await client.getGroupTasks(group._id, { limit: 1000 });
-    assert.ok(tasks.every((t) => t.status === "completed" && t.output.twice === t.input * 2));
-    const exchanges = seen.filter((p) => p.endsWith("/exchange")).length;
-    assert.equal(seen.filter((p) => p.endsWith("/release") || p.endsWith("/acquire")).length, 0);
-    assert.ok(exchanges > 0 && exchanges < 100, `${exchanges} exchange requests for 300 tasks`);
-  } finally {
-    globalThis.fetch = realFetch;
-    await server.stop();
-  }
-});
-
-test("poll mode against a server without exchange (Crew): acquire and release", async () => {
+/**
+ * A server of its own, `intercept(path)` consulted on each SDK request (a Response to answer
+ * with instead, or nothing), and `count` tasks `{input: i}` run to the end by a poll-mode Echo
+ * worker (output = input); the group's tasks.
+ */
+async function pollRun(name, count, intercept, logger = null) {
   const server = await startServer();
   const realFetch = globalThis.fetch;
-  let refused = 0;
-  globalThis.fetch = (url, init) => {
-    if (new URL(url).pathname.endsWith("/exchange")) {
-      refused++;
-      return Promise.resolve(new Response('{"message":"not found"}', { status: 404 }));
-    }
-    return realFetch(url, init);
-  };
+  globalThis.fetch = (url, init) => intercept(new URL(url).pathname) ?? realFetch(url, init);
   try {
     const client = new Client({ url: server.url });
-    const group = await client.createGroup("crew-like");
-    const channel = "crew-like";
-    await client.addTasks(group._id, Array.from({ length: 20 }, (_, i) => ({ name: `t${i}`, channel, input: i })));
+    const group = await client.createGroup(name);
+    await client.addTasks(group._id, Array.from({ length: count }, (_, i) => ({ name: `t${i}`, channel: name, input: i })));
     class Echo extends Worker {
-      channel = channel;
+      channel = name;
       concurrency = 2;
       async execute(input) {
         return input;
       }
     }
     const ctrl = new AbortController();
-    const logger = memoryLogger();
     const running = runWorkers([new Echo()], { url: server.url, poll: true, handleSignals: false, signal: ctrl.signal, logger, waitSeconds: 1 });
     await client.wait(group._id, { interval: 0.05, timeout: 20 });
     ctrl.abort();
     await running;
-    const tasks = await client.getGroupTasks(group._id, { limit: 100 });
-    assert.ok(tasks.every((t) => t.status === "completed" && t.output === t.input));
-    assert.ok(refused >= 1 && logger.lines.some((l) => l.event === "worker.exchange_unsupported"));
+    return await client.getGroupTasks(group._id, { limit: 1000 });
   } finally {
     globalThis.fetch = realFetch;
     await server.stop();
   }
+}
+
+test("poll mode: releases ride with acquires on exchange, a share of a request each", async () => {
+  const seen = [];
+  const tasks = await pollRun("exchange", 300, (path) => void seen.push(path));
+  assert.ok(tasks.length === 300 && tasks.every((t) => t.status === "completed" && t.output === t.input));
+  const exchanges = seen.filter((p) => p.endsWith("/exchange")).length;
+  assert.equal(seen.filter((p) => p.endsWith("/release") || p.endsWith("/acquire")).length, 0);
+  assert.ok(exchanges > 0 && exchanges < 100, `${exchanges} exchange requests for 300 tasks`);
+});
+
+test("poll mode against a server without exchange (Crew): acquire and release", async () => {
+  let refused = 0;
+  const logger = memoryLogger();
+  const tasks = await pollRun(
+    "crew-like",
+    20,
+    (path) => {
+      if (!path.endsWith("/exchange")) return undefined;
+      refused++;
+      return Promise.resolve(new Response('{"message":"not found"}', { status: 404 }));
+    },
+    logger,
+  );
+  assert.ok(tasks.length === 20 && tasks.every((t) => t.status === "completed" && t.output === t.input));
+  assert.ok(refused >= 1 && logger.lines.some((l) => l.event === "worker.exchange_unsupported"));
 });
