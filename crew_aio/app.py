@@ -99,7 +99,11 @@ def _lifecycle(
         if given is None:
             opened = await loop.run_in_executor(
                 None,
-                lambda: SqliteStore.open(settings.db_path, commit_timeout=settings.commit_timeout),
+                lambda: SqliteStore.open(
+                    settings.db_path,
+                    commit_timeout=settings.commit_timeout,
+                    check_while_loading=True,  # start() refuses a corrupt file: before a write
+                ),
             )
             store: Store = opened
         else:
@@ -155,8 +159,10 @@ async def load_engine(store: Store) -> Engine:
     started = loop.time()
     gc.disable()  # a million new long-lived objects: collecting while loading only costs time
     try:
-        # task records come as bytes: msgspec decodes them straight into Task structs
-        records = lambda: keys.load_into(engine, store.load(raw=keys.RAW))  # noqa: E731
+        # task records come in chunks as stored: msgspec decodes them straight into Tasks
+        records = lambda: keys.load_into(  # noqa: E731
+            engine, store.load(raw=keys.RAW), store.chunks(keys.RAW)
+        )
         skipped = await loop.run_in_executor(None, records)
     finally:
         gc.freeze()  # keep the resident graph out of every later GC pass

@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crew_aio.errors import StoreUnavailable
 
-__all__ = ["DONE", "Barrier", "Store"]
+__all__ = ["DONE", "Barrier", "Chunk", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Some of the records under one key prefix, as stored, in key order (:meth:`Store.chunks`):
+    ``array`` is their ``count`` JSON values in one JSON array (joined by commas between
+    brackets: a malformed value can make it invalid, or more or fewer than ``count``), decoded
+    in one call. ``rows()`` reads the same records one by one, ``(key, stored value)``, for a
+    reader that finds the array unusable: only the bad records are then skipped."""
+
+    count: int
+    array: bytes
+    rows: Callable[[], list[tuple[str, Any]]]
 
 
 class Barrier:
@@ -63,21 +77,24 @@ class Store(Protocol):
     """What the service uses. ``put``/``delete``/``sync`` are for the event loop's thread only.
 
     ``load`` (blocking, at boot) streams every committed record, skipping (and logging) any that
-    cannot be decoded. ``put`` encodes at once; the last write to a key before a commit wins.
-    A committer task commits each staged batch in one transaction, in order. ``barrier()`` is
-    the :class:`Barrier` of everything staged so far; ``sync()`` awaits it: it returns once
-    everything staged before the call is committed (at once if nothing is staged or in flight),
-    or raises StoreUnavailable if that batch failed. A failed commit drops its writes and every
-    write staged behind it (whoever waits on them gets the same error at once): a 503 means not
-    done. The store is then ``failed``: ``put``, ``delete`` and ``sync`` raise StoreUnavailable
-    and ``on_failure`` is called once, until ``recover`` commits a probe (the owner reloads what
-    is committed before it writes again). ``close`` commits what is staged, then closes
-    (idempotent). ``check`` writes ``m:health`` and syncs. ``pending``: keys staged or in flight.
+    cannot be decoded; with ``raw``, the records under that key prefix are left out, for
+    ``chunks(raw)`` to hand over as stored, in key order (blocking too). ``put`` encodes at
+    once; the last write to a key before a commit wins. A committer task commits each staged
+    batch in one transaction, in order. ``barrier()`` is the :class:`Barrier` of everything
+    staged so far; ``sync()`` awaits it: it returns once everything staged before the call is
+    committed (at once if nothing is staged or in flight), or raises StoreUnavailable if that
+    batch failed. A failed commit drops its writes and every write staged behind it (whoever
+    waits on them gets the same error at once): a 503 means not done. The store is then
+    ``failed``: ``put``, ``delete`` and ``sync`` raise StoreUnavailable and ``on_failure`` is
+    called once, until ``recover`` commits a probe (the owner reloads what is committed before
+    it writes again). ``close`` commits what is staged, then closes (idempotent). ``check``
+    writes ``m:health`` and syncs. ``pending``: keys staged or in flight.
     """
 
     on_failure: Callable[[BaseException], None] | None
 
-    def load(self, raw: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]: ...
+    def load(self, raw: str | None = None) -> Iterator[tuple[str, Any]]: ...
+    def chunks(self, prefix: str) -> Iterator[Chunk]: ...
     def put(self, key: str, value: Any) -> None: ...
     def delete(self, key: str) -> None: ...
     def barrier(self) -> Barrier: ...

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from crew_aio.commit import Chunk
 from crew_aio.model import (
     Change,
     Label,
@@ -63,7 +64,7 @@ TASK, GROUP, IDEMPOTENCY, COOLING, OPERATOR = "t:", "g:", "k:", "w:", "o:"
 ID_MARK = "m:ids"
 CLOCK_MARK = "m:clock"
 HEALTH = "m:health"
-RAW = (TASK,)  # records the store hands over as JSON bytes: msgspec decodes them into Tasks
+RAW = TASK  # records the store hands over in chunks as stored: msgspec decodes them into Tasks
 
 
 def task_key(task_id: str) -> str:
@@ -101,30 +102,24 @@ def _remembered(value: Any) -> Remembered:
     return Remembered(str(value["kind"]), ids, str(value["fp"]), float(value["at"]))
 
 
-def decode(records: Iterable[tuple[str, Any]]) -> Loaded:
-    """Store records → typed items; a record that cannot be used is named in ``skipped``."""
+def decode(records: Iterable[tuple[str, Any]], chunks: Iterable[Chunk] = ()) -> Loaded:
+    """Store records → typed items; a record that cannot be used is named in ``skipped``.
+    ``chunks`` (task records as stored) are decoded a chunk at a time as ``Loaded.chunks`` is
+    read: the engine takes each chunk while its objects are fresh in the CPU's cache."""
     out = Loaded()
-    raws: list[tuple[str, bytes]] = []  # task records as stored: decoded a chunk at a time
-    pool: dict[Any, Any] = {}  # see _share
-    near: dict[str, str] = {}
     for key, value in records:
-        if key.startswith(TASK) and isinstance(value, bytes):
-            raws.append((key, value))
-            if len(raws) == _CHUNK:
-                _decode_tasks(raws, out, pool, near)
-                raws = []
-            continue
         try:
             _decode_record(key, value, out)
         except (KeyError, TypeError, ValueError, AttributeError):
             out.skipped.append(key)
-    _decode_tasks(raws, out, pool, near)
+    out.chunks = _decode_chunks(chunks, out.skipped)
     return out
 
 
 def _decode_record(key: str, value: Any, out: Loaded) -> None:
     if key.startswith(TASK):
-        out.tasks.append(task_from_record(value))
+        raw = isinstance(value, bytes)
+        out.tasks.append(task_from_json(value) if raw else task_from_record(value))
     elif key.startswith(GROUP):
         out.groups.append(group_from_record(value))
     elif key.startswith(OPERATOR):
@@ -139,45 +134,22 @@ def _decode_record(key: str, value: Any, out: Loaded) -> None:
         out.cooling.append((value["workgroup"], float(value["until"])))
 
 
-_CHUNK = 1000
-
-
-def _decode_tasks(
-    raws: list[tuple[str, bytes]], out: Loaded, pool: dict[Any, Any], near: dict[str, str]
-) -> None:
-    """Decode a chunk of stored task records at once; if one is malformed, each on its own,
-    so that only the bad ones are skipped."""
-    if not raws:
-        return
-    try:
-        tasks = tasks_from_json([raw for _, raw in raws])
-    except (TypeError, ValueError):
-        tasks = []
-        for key, raw in raws:
-            try:
-                tasks.append(task_from_json(raw))
-            except (TypeError, ValueError):
-                out.skipped.append(key)
-    _share(tasks, pool, near)
-    out.tasks += tasks
-
-
-def _share(tasks: list[Task], pool: dict[Any, Any], near: dict[str, str]) -> None:
-    """One object for equal values a million tasks repeat: their group's id, their channel,
-    their create and update times (a batch's tasks share one ``now``), and their parents' ids
-    when the parent was stored shortly before (``near``: the last chunk's ids; a DAG is
-    created in one batch). Done a chunk at a time while loading, so the next chunk reuses what
-    the copies freed: ~200 bytes a task less resident."""
-    ids = {t.id: t.id for t in tasks}
-    for t in tasks:
-        t.group_id = pool.setdefault(t.group_id, t.group_id)
-        t.channel = pool.setdefault(t.channel, t.channel)
-        t.created_at = pool.setdefault(t.created_at, t.created_at)
-        t.updated_at = pool.setdefault(t.updated_at, t.updated_at)
-        if t.parent_ids:
-            t.parent_ids = tuple([ids.get(pid) or near.get(pid) or pid for pid in t.parent_ids])
-    near.clear()
-    near.update(ids)
+def _decode_chunks(chunks: Iterable[Chunk], skipped: list[str]) -> Iterator[list[Task]]:
+    """Each chunk's tasks, decoded in one call; a chunk with a malformed record (or one that
+    is not one JSON value) is decoded record by record, and only the bad ones are skipped."""
+    for chunk in chunks:
+        try:
+            tasks = tasks_from_json(chunk.array)
+        except (TypeError, ValueError):
+            tasks = []
+        if len(tasks) != chunk.count:
+            tasks = []
+            for key, raw in chunk.rows():
+                try:
+                    tasks.append(task_from_json(raw.encode() if isinstance(raw, str) else raw))
+                except (TypeError, ValueError):
+                    skipped.append(key)
+        yield tasks
 
 
 class Graph(Protocol):
@@ -235,7 +207,11 @@ class Loadable(Protocol):
     def load(self, loaded: Loaded) -> list[str]: ...
 
 
-def load_into(engine: Loadable, records: Iterable[tuple[str, Any]]) -> list[str]:
-    """Rebuild ``engine`` from store records; the keys of the records that were skipped."""
-    loaded = decode(records)
-    return loaded.skipped + [task_key(tid) for tid in engine.load(loaded)]
+def load_into(
+    engine: Loadable, records: Iterable[tuple[str, Any]], chunks: Iterable[Chunk] = ()
+) -> list[str]:
+    """Rebuild ``engine`` from store records (and chunks of task records: ``Store.chunks``);
+    the keys of the records that were skipped."""
+    loaded = decode(records, chunks)
+    skipped = engine.load(loaded)  # reads the chunks, adding to loaded.skipped
+    return loaded.skipped + [task_key(tid) for tid in skipped]

@@ -17,6 +17,7 @@ Every wait has a watchdog.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -25,12 +26,12 @@ import pathlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
 
-from crew_aio.commit import DONE, Barrier, Store
+from crew_aio.commit import DONE, Barrier, Chunk, Store
 from crew_aio.errors import StoreUnavailable
 from crew_aio.sqlite_file import (
     TABLE,
@@ -62,19 +63,59 @@ HEALTH = "m:health"  # the store's own probe record (crew_aio.keys lists every k
 _CHUNK = 250  # rows per multi-row statement (500 bound parameters, well under SQLite's limit)
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0  # pause between retries of a failed batch nobody waits for
 _DRAIN_LIMIT = 10_000
+_LOAD_CHUNK = 5000  # records a chunk at boot (~1 MB: the pass finds them in the cache)
+# the next chunk of records under a prefix: count, last key, the values as one JSON array
+# (rows reach group_concat in the ordered subquery's order): the first chunk starts at the
+# prefix, each next one after the last key of the one before (one bound each, or SQLite's
+# index search starts at the prefix every time)
+_CHUNK_SQL = tuple(
+    "SELECT count(*), max(key), CAST('[' || group_concat(value, ',') || ']' AS BLOB) FROM "
+    f'(SELECT key, value FROM "{TABLE}" WHERE key {op} ? AND key < ? ORDER BY key LIMIT ?)'
+    for op in (">=", ">")
+)
 
 Batch = dict[str, bytes | None]  # key -> encoded value, or None for a delete
 T = TypeVar("T")
 
 
-def _decode(key: object, raw: object, keep: tuple[str, ...] = ()) -> tuple[str, Any] | None:
-    """One stored record, or None (logged) when it cannot be decoded; keys starting with one of
-    ``keep`` come back as the stored JSON bytes, for a caller that decodes them faster itself."""
+def _check_file(path: pathlib.Path) -> None:
+    """:func:`refuse_corrupt`, a file that cannot be read at all being unusable."""
+    try:
+        refuse_corrupt(path)
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise StoreUnusable(f"cannot open {path}: {_reason(exc)}") from None
+
+
+def _open_writer(path: pathlib.Path) -> Writer:
+    try:
+        return open_writer(path)
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise StoreUnusable(f"cannot open {path}: {_reason(exc)}") from None
+
+
+def _run_into(future: Future[T], fn: Callable[..., T], *args: Any) -> None:
+    """Run ``fn`` (in a thread of its own) and settle ``future`` with its result or error."""
+    try:
+        future.set_result(fn(*args))
+    except BaseException as exc:  # handed to whoever waits for the future
+        future.set_exception(exc)
+
+
+def _has_table(conn: sqlite3.Connection) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (TABLE,)).fetchone() is not None
+
+
+def _past(prefix: str) -> str:
+    """The least string above every string that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _decode(key: object, raw: object) -> tuple[str, Any] | None:
+    """One stored record, or None (logged) when it cannot be decoded."""
     try:
         if not isinstance(key, str):
             raise TypeError(f"key is {type(key).__name__}, not str")
-        if keep and key.startswith(keep) and isinstance(raw, bytes):
-            return key, raw
         return key, orjson.loads(raw)  # type: ignore[arg-type]  # TypeError caught below
     except (ValueError, TypeError) as exc:
         log.error("skipping record %r that cannot be decoded: %s", key, exc)
@@ -288,11 +329,20 @@ class MemoryStore(_GroupCommitStore):
     def fail_commits(self, exc: Exception | None) -> None:
         self._fail = exc
 
-    def load(self, raw: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    def load(self, raw: str | None = None) -> Iterator[tuple[str, Any]]:
         for key, data in list(self.data.items()):
-            item = _decode(key, data, raw)
+            if raw is not None and key.startswith(raw):
+                continue
+            item = _decode(key, data)
             if item is not None:
                 yield item
+
+    def chunks(self, prefix: str, size: int = 1000) -> Iterator[Chunk]:
+        keys = sorted(k for k in self.data if k.startswith(prefix))
+        for at in range(0, len(keys), size):
+            rows: list[tuple[str, Any]] = [(k, self.data[k]) for k in keys[at : at + size]]
+            array = b"[" + b",".join([v for _, v in rows]) + b"]"
+            yield Chunk(len(rows), array, functools.partial(list, rows))
 
     async def _commit(self, batch: Batch) -> None:
         await asyncio.sleep(0)  # a real commit yields to the loop: keep the same interleavings
@@ -311,14 +361,16 @@ class SqliteStore(_GroupCommitStore):
     def __init__(
         self,
         path: pathlib.Path,
-        db: Writer,
+        db: Writer | None,
         lock_fd: int,
         commit_timeout: float,
         on_stuck: Callable[[], None] | None,
+        checking: Future[None] | None = None,
     ) -> None:
         super().__init__()
         self.path = path
-        self._db = db
+        self._db = db  # None until start() when the check runs while the store loads
+        self._checking = checking
         self._lock_fd: int | None = lock_fd
         self._commit_timeout = commit_timeout
         self._on_stuck = on_stuck or self._exit_stuck
@@ -331,8 +383,14 @@ class SqliteStore(_GroupCommitStore):
         *,
         commit_timeout: float = 10.0,
         on_stuck: Callable[[], None] | None = None,
+        check_while_loading: bool = False,
     ) -> SqliteStore:
-        """Lock, check and open ``path`` (blocking; call at boot). Raises StoreOpenError."""
+        """Lock, check and open ``path`` (blocking; call at boot). Raises StoreOpenError.
+
+        ``check_while_loading``: the integrity check (~0.3 s a million tasks) runs in a thread
+        while the caller loads (reads only), and ``start()`` waits for its verdict before it
+        opens the writer: a corrupt file is still refused before anything is written to it,
+        and boot does not wait for the check and the load one after the other."""
         path = pathlib.Path(path)
         # sqlitedict logs ~10 ERROR lines per failed statement; the store logs each failure once.
         logging.getLogger("sqlitedict").setLevel(logging.CRITICAL)
@@ -343,36 +401,106 @@ class SqliteStore(_GroupCommitStore):
             raise StoreUnusable(
                 f"cannot use data directory {path.parent}: {_reason(exc)}"
             ) from None
+        if check_while_loading and path.exists() and path.stat().st_size:  # else nothing to load
+            checking: Future[None] = Future()
+            threading.Thread(target=_run_into, args=(checking, _check_file, path)).start()
+            return cls(path, None, lock_fd, commit_timeout, on_stuck, checking)
         try:
-            refuse_corrupt(path)
-            db = open_writer(path)
-        except (OSError, sqlite3.OperationalError) as exc:
-            unlock(lock_fd)
-            raise StoreUnusable(f"cannot open {path}: {_reason(exc)}") from None
+            _check_file(path)
+            db = _open_writer(path)
         except BaseException:
             unlock(lock_fd)
             raise
         return cls(path, db, lock_fd, commit_timeout, on_stuck)
 
-    def load(self, raw: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    async def start(self) -> None:
+        if self._db is None and not self._closing:
+            assert self._checking is not None
+            try:
+                await asyncio.wrap_future(self._checking)
+                self._db = await self._in_thread(_open_writer, self.path)
+            except BaseException:
+                self._unlock()
+                raise
+        await super().start()
+
+    def _verdict(self) -> None:
+        """A read failed: when the check runs meanwhile, its verdict (StoreCorrupt) first."""
+        if self._checking is not None:
+            self._checking.result()
+
+    def load(self, raw: str | None = None) -> Iterator[tuple[str, Any]]:
         # A read-only connection of its own: streaming through sqlitedict's queue costs ~14 s
         # for 1M rows against ~2.5 s here. It reads committed data only and, in WAL mode, never
-        # blocks the writer.
+        # blocks the writer. Every key is below the prefix, under it or above (a number sorts
+        # below any text in SQLite, a blob above): two range reads on the key's index.
         conn = sqlite3.connect(read_only_uri(self.path), uri=True, check_same_thread=False)
+        select = f'SELECT key, value FROM "{TABLE}"'
         try:
-            cursor = conn.execute(f'SELECT key, value FROM "{TABLE}" ORDER BY rowid')
-            while rows := cursor.fetchmany(1000):
-                for key, data in rows:
-                    if raw and type(data) is bytes and type(key) is str and key.startswith(raw):
-                        yield key, data  # the usual row: a task, which the caller decodes
-                        continue
-                    item = _decode(key, data, raw)
-                    if item is not None:
-                        yield item
+            if not _has_table(conn):  # a file the writer has not opened yet (a new store)
+                return
+            queries: list[tuple[str, tuple[str, ...]]] = [(select, ())]
+            if raw is not None:
+                where = " WHERE key < ?", " WHERE key >= ?"
+                queries = [(select + where[0], (raw,)), (select + where[1], (_past(raw),))]
+            for sql, args in queries:
+                cursor = conn.execute(sql, args)
+                while rows := cursor.fetchmany(1000):
+                    for key, data in rows:
+                        item = _decode(key, data)
+                        if item is not None:
+                            yield item
+        except sqlite3.DatabaseError:
+            self._verdict()
+            raise
+        finally:
+            conn.close()
+
+    def chunks(self, prefix: str, size: int = _LOAD_CHUNK) -> Iterator[Chunk]:
+        """The records under ``prefix``, ``size`` at a time, joined by SQLite itself (no Python
+        object per row), the next chunk read by a thread while the caller decodes this one
+        (SQLite runs without the GIL): 1M task records in ~0.5 s."""
+        past = _past(prefix)
+        conn = sqlite3.connect(read_only_uri(self.path), uri=True, check_same_thread=False)
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crew-load")
+
+        def read(after: str | None) -> tuple[int, str | None, bytes | None]:
+            sql = _CHUNK_SQL[after is not None]
+            row = conn.execute(sql, (prefix if after is None else after, past, size)).fetchone()
+            return int(row[0]), row[1], row[2]
+
+        try:
+            if not _has_table(conn):
+                return
+            after: str | None = None
+            ahead = reader.submit(read, after)
+            while True:
+                count, last, array = ahead.result()
+                if not count or last is None:
+                    return
+                ahead = reader.submit(read, last)
+                rows = functools.partial(self._rows, prefix, after, last)
+                yield Chunk(count, array or b"[]", rows)
+                after = last
+        except sqlite3.DatabaseError:
+            self._verdict()
+            raise
+        finally:
+            reader.shutdown(wait=True)
+            conn.close()
+
+    def _rows(self, prefix: str, after: str | None, last: str) -> list[tuple[str, Any]]:
+        """The records of one chunk, each as stored (for a chunk that did not decode whole)."""
+        conn = sqlite3.connect(read_only_uri(self.path), uri=True)
+        try:
+            sql = f'SELECT key, value FROM "{TABLE}" WHERE key {">=" if after is None else ">"} ?'
+            start = prefix if after is None else after
+            return conn.execute(sql + " AND key <= ? ORDER BY key", (start, last)).fetchall()
         finally:
             conn.close()
 
     async def _commit(self, batch: Batch) -> None:
+        assert self._db is not None, "start() opens the writer"
         loop = asyncio.get_running_loop()
         done: asyncio.Future[BaseException | None] = loop.create_future()
         watchdog = loop.call_later(self._commit_timeout, self._on_stuck)
@@ -397,15 +525,22 @@ class SqliteStore(_GroupCommitStore):
 
     async def _shutdown(self) -> None:
         try:
-            await self._in_thread(self._db.close)  # sqlitedict's close does not commit
+            if self._db is not None:
+                await self._in_thread(self._db.close)  # sqlitedict's close does not commit
         finally:
             self._executor.shutdown(wait=False)
-            if self._lock_fd is not None:
-                unlock(self._lock_fd)
-                self._lock_fd = None
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._checking is not None:  # never leave the check's thread reading a closed file
+            concurrent.futures.wait([self._checking])
+        if self._lock_fd is not None:
+            unlock(self._lock_fd)
+            self._lock_fd = None
 
     async def _query(self, sql: str) -> Any:
         """One statement on the writer thread, in order with commits (tests, diagnostics)."""
+        assert self._db is not None, "start() opens the writer"
         return await self._in_thread(self._db.select_one, sql)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:

@@ -5,7 +5,7 @@ Deterministic and synchronous: the same calls with the same ``now`` reach the sa
 
 from __future__ import annotations
 
-from itertools import islice
+from itertools import chain, islice
 from operator import attrgetter
 from typing import Any
 
@@ -110,16 +110,12 @@ class Engine(Admin):
         for op in sorted(loaded.operators, key=lambda o: o.id):
             self.operators[op.id] = op
             self.observe_id(op.id)
-        tasks = loaded.tasks
         self.groups = dict(sorted(self.groups.items()))
         self.remembered = dict(sorted(self.remembered.items(), key=lambda kv: kv[1].at))
-        tasks.sort(key=attrgetter("id"))
-        skipped = [t.id for t in tasks if t.group_id not in self.groups]
-        tasks = [t for t in tasks if t.group_id in self.groups]
-        for ident in (*self.groups, *(t.id for t in tasks[-1:])):
-            self.observe_id(ident)
-        self.observe_id(max((t.lease_id for t in tasks if t.lease_id), default=""))
         for group in self.groups.values():
             group.active_at = max(group.created_at, group.updated_at)
-        self._load_tasks(tasks)
+        loaded.tasks.sort(key=attrgetter("id"))
+        skipped = self._load_tasks(chain([loaded.tasks], loaded.chunks))
+        for ident in (*self.groups, next(reversed(self.tasks), "")):
+            self.observe_id(ident)
         return skipped

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from crew_aio.errors import StoreUnavailable
@@ -302,3 +303,28 @@ async def test_sync_before_start_is_an_error(harness: Harness) -> None:
     store.put("t:1", {})
     with pytest.raises(RuntimeError, match="start"):
         await store.sync()
+
+
+async def test_records_under_a_prefix_come_in_chunks_as_stored(harness: Harness) -> None:
+    """``load(raw=p)`` leaves out the records under ``p``; ``chunks(p)`` hands them over in key
+    order, as stored in one JSON array, each also row by row."""
+    store = await harness.open()
+    for i in reversed(range(2500)):
+        store.put(f"t:{i:05}", {"i": i})
+    store.put("s:below", 1)
+    store.put("u:above", 2)
+    await store.sync()
+    store = await harness.reopen(store)
+    assert contents_raw(store, "t:") == {"s:below": 1, "u:above": 2}
+    chunks = list(store.chunks("t:", size=1000))
+    assert [c.count for c in chunks] == [1000, 1000, 500]
+    values = [v for c in chunks for v in orjson.loads(c.array)]
+    assert values == [{"i": i} for i in range(2500)]
+    rows = [row for c in chunks for row in c.rows()]
+    assert [k for k, _ in rows] == [f"t:{i:05}" for i in range(2500)]
+    assert [orjson.loads(v) for _, v in rows] == values
+    assert list(store.chunks("x:")) == []
+
+
+def contents_raw(store: Any, raw: str) -> dict[str, Any]:
+    return dict(store.load(raw=raw))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from crew_aio import store as store_module
@@ -278,3 +280,72 @@ async def test_an_update_rewrites_its_row_in_place(sqlite_harness: SqliteHarness
     assert list(store.load()) == [("t:a", {"v": 2}), ("t:b", {"v": 1})]
     store = await sqlite_harness.reopen(store)
     assert list(store.load()) == [("t:a", {"v": 2}), ("t:b", {"v": 1})]
+
+
+async def test_odd_rows_under_the_prefix_are_skipped_alone_and_odd_keys_still_load(
+    sqlite_harness: SqliteHarness,
+) -> None:
+    """Rows sqlitedict never writes (a NULL or a text value, a number or a blob for a key)
+    neither break the chunked load nor vanish unnamed: a chunk whose count or JSON is off is
+    read row by row."""
+    from crew_aio import keys
+    from crew_aio.engine import Engine
+
+    store = await sqlite_harness.open()
+    group = {"_id": "g" * 24, "name": "g", "isPaused": False, "createdAt": 1.0, "updatedAt": 1.0}
+    store.put(keys.group_key("g" * 24), group)
+    for i in range(30):
+        record = {"_id": f"{i:024x}", "taskGroupId": "g" * 24, "name": i, "channel": "c"}
+        store.put(keys.task_key(f"{i:024x}"), record)
+    await store.close()
+    record = {"_id": f"{40:024x}", "taskGroupId": "g" * 24, "name": 1, "channel": "c"}
+    text = orjson.dumps(record).decode()
+    sqlite_harness.write_raw(keys.task_key(f"{40:024x}"), text)  # a text value: it still loads
+    sqlite_harness.write_raw(keys.task_key(f"{41:024x}"), None)
+    sqlite_harness.write_raw(keys.task_key(f"{42:024x}"), b"1,2")
+    sqlite_harness.write_raw(5, b"{}")  # keys that sort below and above any text
+    sqlite_harness.write_raw(b"blob", b"{}")
+    store = sqlite_harness.open_unstarted()
+    engine = Engine()
+    skipped = keys.load_into(engine, store.load(raw=keys.RAW), store.chunks(keys.RAW, size=7))
+    assert sorted(skipped) == [keys.task_key(f"{i:024x}") for i in (41, 42)]
+    assert list(engine.tasks) == [f"{i:024x}" for i in [*range(30), 40]]
+
+
+def test_the_check_runs_while_loading_and_a_corrupt_file_is_refused_before_any_write(
+    sqlite_harness: SqliteHarness,
+) -> None:
+    """Boot opens with ``check_while_loading``: the integrity check runs beside the load, and
+    ``start()`` (the first write) waits for its verdict: a corrupt file is refused, untouched,
+    its lock released."""
+    path = sqlite_harness.path
+    child = run_child(f"""
+        import asyncio, pathlib
+        from crew_aio.store import SqliteStore
+
+        async def main():
+            store = SqliteStore.open(pathlib.Path({str(path)!r}))
+            for i in range(3000):
+                store.put(f"t:{{i:05}}", {{"pad": "z" * 100}})
+            await store.close()
+
+        asyncio.run(main())
+    """)
+    assert child.returncode == 0, child.stderr
+    good = SqliteStore.open(path, check_while_loading=True)
+    assert sum(c.count for c in good.chunks("t:")) == 3000
+    asyncio.run(good.close())  # the verdict was good: the writer opened, nothing was staged
+    data = bytearray(path.read_bytes())
+    for page in range(4096 * 3, len(data), 4096 * 2):  # some b-tree pages, not the first
+        data[page : page + 16] = b"\xff" * 16
+    path.write_bytes(data)
+    store = SqliteStore.open(path, check_while_loading=True)  # returns at once: locked
+    with pytest.raises(StoreLocked):
+        SqliteStore.open(path)
+    with contextlib.suppress(StoreCorrupt, sqlite3.DatabaseError):
+        list(store.load()), [c.count for c in store.chunks("t:")]  # a read may fail first
+    with pytest.raises(StoreCorrupt):
+        asyncio.run(store.start())
+    assert path.read_bytes() == data
+    with pytest.raises(StoreCorrupt):  # the lock went with the refusal
+        SqliteStore.open(path)

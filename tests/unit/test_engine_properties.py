@@ -22,6 +22,7 @@ from crew_aio import keys
 from crew_aio.engine import Engine, TaskSpec
 from crew_aio.errors import Invalid, StaleLease
 from crew_aio.model import Status, Task
+from crew_aio.store import MemoryStore
 
 T0 = 1_800_000_000.0
 CHANNELS = ("a", "b")
@@ -77,6 +78,13 @@ def records(engine: Engine) -> list[tuple[str, Any]]:
     return [(k, orjson.loads(orjson.dumps(v))) for k, v in sorted(keys.records_of(engine))]
 
 
+def reload(into: Engine, engine: Engine) -> list[str]:
+    """Load ``into`` as the server boots: the task records in chunks as stored (a few each,
+    so a DAG spans several), the others decoded."""
+    stored = MemoryStore({k: orjson.dumps(v) for k, v in keys.records_of(engine)})
+    return keys.load_into(into, stored.load(raw=keys.RAW), stored.chunks(keys.RAW, size=3))
+
+
 class EngineMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -114,7 +122,7 @@ class EngineMachine(RuleBasedStateMachine):
         """Per channel, what acquire must hand out: brute force on a restarted twin."""
         if twin is None:
             twin = Engine()
-            keys.load_into(twin, records(self.engine))
+            reload(twin, self.engine)
         twin.tick(self.now)
         held = {(t.channel, t.key) for t in twin.tasks.values() if t.lease_id and t.key}
         candidates = sorted(
@@ -392,7 +400,7 @@ class EngineMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         fresh = Engine()
-        keys.load_into(fresh, records(self.engine))
+        assert reload(fresh, self.engine) == []
         self.engine = fresh
 
     # rules: operators ----------------------------------------------------------------------
@@ -553,9 +561,13 @@ class EngineMachine(RuleBasedStateMachine):
         the brute-force oracle expects (a task missing from the indexes fails here)."""
         before = records(self.engine)
         twin = Engine()
-        assert keys.load_into(twin, before) == []
+        assert reload(twin, self.engine) == []
         assert records(twin) == before
         assert twin.channels() == self.engine.channels()
+        in_order = {gid: list(ids) for gid, ids in self.engine.group_tasks.items() if ids}
+        assert {gid: list(ids) for gid, ids in twin.group_tasks.items() if ids} == in_order
+        for channel, ids in self.engine.channel_tasks.items():  # an edit moves one to the end
+            assert sorted(twin.channel_tasks.get(channel, ())) == sorted(ids)
         expected = self._expected_acquire(10**6, twin)
         for engine in (self.engine, twin):  # the running engine, and the bulk-loaded one
             clone = pickle.loads(pickle.dumps(engine, pickle.HIGHEST_PROTOCOL))
