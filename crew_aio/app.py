@@ -119,7 +119,8 @@ def _lifecycle(
             settings.expired_group_interval_days * 86400 if settings.clean_expired_groups else None
         )
         timers = Timers(service, clock, expire)
-        app[STORE], app[SERVICE], app[TIMERS], app[HEALTH] = store, service, timers, store.check
+        app[STORE], app[SERVICE], app[TIMERS] = store, service, timers
+        app[HEALTH] = service.healthy
         hub = app[HUB] = Hub(
             service, heartbeat=settings.ws_heartbeat, max_msg_size=settings.max_body_bytes
         )

@@ -164,6 +164,11 @@ class Service:
         """The reload under way after a failed commit (None: the service takes work)."""
         return self.recovery.rebuilding
 
+    async def healthy(self) -> bool:
+        """What ``/healthz`` answers: the store commits (a probe write), and no reload after a
+        failed commit is under way (meanwhile every request is refused with 503)."""
+        return self.rebuilding is None and await self.store.check()
+
     @property
     def step(self) -> int:
         """Tasks an operation on a whole group handles between two yields to the loop."""

@@ -145,3 +145,33 @@ async def test_a_socket_never_acks_a_release_whose_commit_failed(api: Api) -> No
     task = await api.get(f"{V1}/task/{lease['_id']}")
     assert task["status"] == "leased" and task["leaseId"] == lease["leaseId"]
     assert [t["name"] for t in await api.get(f"{V1}/task_group/{gid}/tasks")] == ["t"]
+
+
+async def test_healthz_says_unhealthy_until_the_reload_is_done(api: Api) -> None:
+    """The store commits again before the committed state is reloaded: ``/healthz`` answers
+    503 until the reload is in, since every request is refused meanwhile (a supervisor or a
+    load balancer that trusts /healthz sends no work to a server that would answer 503)."""
+    assert api.client.app is not None
+    service = api.client.app[SERVICE]
+    gate = asyncio.Event()
+    reload = service.recovery.reload
+
+    async def slow_reload() -> Any:
+        await gate.wait()
+        return await reload()
+
+    service.recovery.reload = slow_reload
+    gid = await api.group()
+    store = await break_store(api)
+    big = {"name": "refused", "channel": "c", "input": {"blob": "x" * 100_000}}
+    await api.post(f"{V1}/task_group/{gid}/tasks", big, status=503)
+    await heal(store)
+    for _ in range(20):  # the store commits again (its probe does), the reload waits
+        if await store.check():
+            break
+        await asyncio.sleep(0.05)
+    assert (await api.client.get("/healthz")).status == 503
+    await api.get(f"{V1}/task_groups", status=503)
+    gate.set()
+    await until_healthy(api)
+    await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "kept", "channel": "c"})
