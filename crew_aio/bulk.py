@@ -22,12 +22,34 @@ from crew_aio.engine import Engine
 from crew_aio.engine.state import STEP, Steps
 from crew_aio.model import Change, Status, Task, TaskGroup, group_to_api, task_to_api
 
-__all__ = ["SNAPSHOT_CHUNK", "STAGE_CHUNK", "Bulk", "Listing"]
+__all__ = ["SNAPSHOT_CHUNK", "STAGE_CHUNK", "TURN", "Bulk", "Listing", "Turns"]
 
 R = TypeVar("R")
 Json = dict[str, Any]
 SNAPSHOT_CHUNK = 2000  # tasks a listing copies between two yields to the loop
 STAGE_CHUNK = 2000  # task records a big change encodes and stages between two yields
+TURN = 0.02  # seconds a run of small operations (a batch's releases) holds the loop, at most
+
+
+class Turns:
+    """For a handler that runs many small operations in a row (the releases of a WebSocket
+    batch or of an exchange, each maybe with thousands of children): ``due()`` says when
+    :data:`TURN` has gone by since the last yield, so the handler lets other requests run
+    (``await asyncio.sleep(0)``) before the next one. The loop is then held for one operation
+    past ``TURN`` at most, not for the whole message."""
+
+    __slots__ = ("_loop", "_until")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._until = self._loop.time() + TURN
+
+    def due(self) -> bool:
+        now = self._loop.time()
+        if now < self._until:
+            return False
+        self._until = now + TURN
+        return True
 
 
 class Host(Protocol):

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from crew_aio import protocol as p
 from crew_aio.errors import Conflict, CrewError, Invalid, NotFound
-from crew_aio.service import Listing, Service, Staged
+from crew_aio.service import Listing, Service, Staged, Turns
 from crew_aio.wire import (
     SCOPE,
     convert,
@@ -227,9 +227,13 @@ async def exchange(request: web.Request) -> web.Response:
     ``/acquire`` with ``count`` (0: none)."""
     body = await parse(request, p.ExchangeBody)
     service, worker = svc(request), body.worker_id
+    service.check_created(body.releases, "releases")
     release = functools.partial(service.release, brief=body.brief)
     released: list[Staged[Json] | CrewError] = []
+    turns = Turns()
     for k, raw in enumerate(body.releases):
+        if turns.due():  # releases with thousands of children: let other requests run
+            await asyncio.sleep(0)
         try:
             if type(raw) is not dict:
                 raise Invalid("a release is an object with a taskId", field=f"releases[{k}]")

@@ -22,7 +22,7 @@ import msgspec
 
 from crew_aio import bulk, keys
 from crew_aio import protocol as p
-from crew_aio.bulk import Bulk, Listing
+from crew_aio.bulk import Bulk, Listing, Turns
 from crew_aio.clock import Clock
 from crew_aio.commit import Barrier, Store
 from crew_aio.dispatch import Dispatcher, Waiter
@@ -43,7 +43,7 @@ from crew_aio.model import (
 )
 from crew_aio.recovery import Recovery
 
-__all__ = ["Limits", "Listing", "Service", "Staged"]
+__all__ = ["Limits", "Listing", "Service", "Staged", "Turns"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -393,6 +393,17 @@ class Service:
     def check_batch(self, count: int) -> None:
         if count > self.limits.max_tasks_per_request:
             raise TooLarge(f"at most {self.limits.max_tasks_per_request} tasks per request")
+
+    def check_created(self, releases: Iterable[object], field: str) -> None:
+        """The children the releases of one message (an exchange, a WebSocket batch) would
+        create, all together, are held to the limit of a create request."""
+        count = 0
+        for raw in releases:
+            if type(raw) is dict and type(children := raw.get("children")) is list:
+                count += len(children)
+        limit = self.limits.max_tasks_per_request
+        if count > limit:
+            raise TooLarge(f"at most {limit} children in one request or message", field=field)
 
     def check_children(self, count: int) -> None:
         if count > self.limits.max_children_per_release:

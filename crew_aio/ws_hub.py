@@ -36,7 +36,7 @@ from crew_aio.errors import (
     StoreUnavailable,
 )
 from crew_aio.model import Change
-from crew_aio.service import Service, Staged
+from crew_aio.service import Service, Staged, Turns
 from crew_aio.tcp import SILENT_EVERY, tcp_stalled
 from crew_aio.wire import SCOPE, convert, error_frame, loads, not_held, validate
 
@@ -350,16 +350,27 @@ class Hub:
         elif not 0 < len(raw) <= p.MAX_FRAMES:
             peer.error(None, Invalid(f"a batch holds 1 to {p.MAX_FRAMES} frames"))
         else:
+            releases = [f for f in raw if type(f) is dict and f.get("type") == "release"]
+            try:
+                self.service.check_created(releases, "children")
+            except CrewError as exc:
+                peer.error(None, exc)  # the whole batch, before any of it is handled
+                return None
             return raw
         return None
 
     async def handle_batch(self, peer: Peer, frames: list[Any]) -> None:
-        """A batch's frames in order, pausing while the peer's answers pile up: 1,000 repeated
-        releases of a task with a big output cost one outbox, not a gigabyte."""
+        """A batch's frames in order, pausing while the peer's answers pile up (1,000 repeated
+        releases of a task with a big output cost one outbox, not a gigabyte) and letting
+        other requests run between frames once the batch has held the loop a while (releases
+        with thousands of children each)."""
+        turns = Turns()
         for item in frames:
             self._handle(peer, item)
             if peer.full():
                 await peer.drained()
+            elif turns.due():
+                await asyncio.sleep(0)
 
     def _handle(self, peer: Peer, raw: Any) -> None:
         ref: object = None

@@ -38,6 +38,11 @@ async def post_raw(api: Api, path: str, body: bytes) -> tuple[int, Any]:
     return resp.status, await resp.json()
 
 
+async def lease(api: Api, count: int) -> list[Any]:
+    got = await api.post(f"{V1}/channel/c/exchange", {"workerId": "w1", "count": count})
+    return [x["task"] for x in got["tasks"]]
+
+
 async def leased_task(api: Api) -> tuple[str, Any]:
     gid = await api.group()
     await api.post(f"{V1}/task_group/{gid}/tasks", {"name": "t", "channel": "c"})
@@ -294,3 +299,77 @@ async def test_put_parent_ids_obeys_the_parents_limit(make_api: ApiFactory) -> N
     err = await api.put(f"{V1}/task/{ids[4]}", {"parentIds": ids[:4]}, status=400)
     assert err["field"] == "parentIds" and "at most 3" in err["message"]
     assert (await api.put(f"{V1}/task/{ids[4]}", {"parentIds": ids[:3]}))["parentIds"] == ids[:3]
+
+
+async def test_children_of_one_message_are_held_to_the_create_limit(make_api: ApiFactory) -> None:
+    """Each release within its own limit, but an exchange or a WebSocket batch whose releases
+    would create more tasks than one create request may: refused whole, nothing written (a 16
+    MiB message could otherwise create ~600,000 tasks in one go)."""
+    api = await make_api(max_tasks_per_request=5, max_children_per_release=3)
+    gid = await api.group()
+    await api.post(
+        f"{V1}/task_group/{gid}/tasks", [{"name": f"t{i}", "channel": "c"} for i in range(2)]
+    )
+    held = await lease(api, 2)
+    three = [{"name": f"k{i}", "channel": "d"} for i in range(3)]
+    releases = [{"taskId": t["_id"], "leaseId": t["leaseId"], "children": three} for t in held]
+    body = {"workerId": "w1", "releases": releases}
+    err = await api.post(f"{V1}/channel/c/exchange", body, status=413)
+    assert err["field"] == "releases" and "at most 5 children" in err["message"]
+    ws = await api.client.ws_connect(WS)
+    await ws.send_json([{"type": "release", "ref": i, "workerId": "w1", **r}
+                        for i, r in enumerate(releases)])  # fmt: skip
+    err = await frame(ws)
+    assert err["status"] == 413 and err["field"] == "children" and err.get("ref") is None
+    await ws.close()
+    tasks = await api.get(f"{V1}/task_group/{gid}/tasks")
+    assert [t["status"] for t in tasks] == ["leased", "leased"]  # nothing released, no child
+    releases[1]["children"] = three[:2]
+    done = await api.post(f"{V1}/channel/c/exchange", {"workerId": "w1", "releases": releases})
+    assert [r["task"]["status"] for r in done["released"]] == ["completed", "completed"]
+    assert len(await api.get(f"{V1}/task_group/{gid}/tasks")) == 7
+
+
+async def test_a_message_of_many_releases_lets_other_requests_run_between_them(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Releases with thousands of children each (~15 ms a thousand): an exchange or a batch
+    yields to the loop between its releases once it has held it ``TURN`` (here: always)."""
+    from crew_aio import bulk
+    from crew_aio.http_api import SERVICE
+
+    monkeypatch.setattr(bulk, "TURN", 0.0)
+    gid = await api.group()
+    await api.post(
+        f"{V1}/task_group/{gid}/tasks", [{"name": f"t{i}", "channel": "c"} for i in range(6)]
+    )
+    held = await lease(api, 6)
+    assert api.client.app is not None
+    service = api.client.app[SERVICE]
+    order: list[str] = []
+    real = service.release
+
+    def release(*args: Any, **kwargs: Any) -> Any:
+        order.append("release")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "release", release)
+    running = True
+
+    async def others() -> None:  # another request's turn, whenever the loop is free
+        while running:
+            if order and order[-1] != "other":
+                order.append("other")
+            await asyncio.sleep(0)
+
+    beside = asyncio.create_task(others())
+    releases = [{"taskId": t["_id"], "leaseId": t["leaseId"], "output": 1} for t in held]
+    await api.post(f"{V1}/channel/c/exchange", {"workerId": "w1", "releases": releases[:3]})
+    ws = await api.client.ws_connect(WS)
+    await ws.send_json([{"type": "release", "ref": i, "workerId": "w1", **r}
+                        for i, r in enumerate(releases[3:])])  # fmt: skip
+    assert [(await frame(ws))["type"] for _ in range(3)] == ["ack"] * 3
+    await ws.close()
+    running = False
+    await beside
+    assert order[:12] == ["release", "other"] * 6
