@@ -30,6 +30,9 @@ __all__ = ["ExchangeSession"]
 
 Json = dict[str, Any]
 BATCH: Final = 500  # releases (or returns) per request; the server takes up to 1,000
+# children the releases of one request create together, at most (the server refuses a request
+# over its create limit, 100,000 by default); a release with more goes alone
+CHILDREN: Final = 10_000
 MOST: Final = 1000  # tasks one request may ask for
 NO_EXCHANGE: Final = frozenset({404, 405, 501})
 
@@ -87,7 +90,8 @@ class ExchangeSession:
     async def _flush(self) -> None:
         try:
             while self._outbox or self._returns:
-                batch, self._outbox = self._outbox[:BATCH], self._outbox[BATCH:]
+                cut = _cut(self._outbox)
+                batch, self._outbox = self._outbox[:cut], self._outbox[cut:]
                 returns, self._returns = self._returns[:BATCH], self._returns[BATCH:]
                 # ask for the room these releases make, unless stopping
                 ask = 0 if self.stop.is_set() else max(0, min(MOST, self.room() + len(batch)))
@@ -237,3 +241,14 @@ class ExchangeSession:
 
 def _ref(lease: Lease) -> Json:
     return {"taskId": lease.task_id} | ({"leaseId": lease.lease_id} if lease.lease_id else {})
+
+
+def _cut(outbox: list[tuple[str, Json, asyncio.Future[Json]]]) -> int:
+    """How many queued releases the next request carries: :data:`BATCH` at most, and no more
+    than :data:`CHILDREN` children together unless the first alone has more."""
+    children = 0
+    for k, (_, body, _) in enumerate(outbox[:BATCH]):
+        children += len(body.get("children") or ())
+        if children > CHILDREN and k:
+            return k
+    return min(len(outbox), BATCH)

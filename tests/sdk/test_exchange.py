@@ -16,7 +16,7 @@ from crew_aio.app import create_app
 from crew_aio.client import Client
 from crew_aio.clock import SystemClock
 from crew_aio.config import Settings
-from crew_aio.worker import Worker
+from crew_aio.worker import Result, Worker
 from tests.sdk.conftest import Running
 from tests.support.wait import eventually
 
@@ -63,6 +63,39 @@ async def test_releases_ride_with_acquires(
     assert len(calls) < 60, calls  # not two requests a task: a share of one
     outputs = {t["output"]["ok"] for t in await client.list_tasks(gid)}
     assert outputs == {True}
+
+
+class Parent(Worker):
+    channel = "ex"
+    concurrency = 2
+
+    async def execute(self, input: Any, parents: list[Json]) -> Any:
+        kids = [{"name": f"k{input['i']}-{j}", "channel": "kids"} for j in range(6000)]
+        return Result({"ok": True}, children=kids)
+
+
+async def test_no_request_carries_more_children_than_the_server_takes(
+    client: Client, server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Releases queue while one request is out; the next request takes no more than 10,000
+    children together (a server refuses one over its create limit, 100,000 by default)."""
+    sent: list[int] = []
+    exchange = Client.exchange
+
+    async def counted(self: Client, *args: Any, **kw: Any) -> Json:
+        sent.append(sum(len(r.get("children") or ()) for r in kw.get("releases") or ()))
+        return await exchange(self, *args, **kw)
+
+    monkeypatch.setattr(Client, "exchange", counted)
+    monkeypatch.setattr("crew_aio.worker.exchange.CHILDREN", 8000)
+    gid = (await client.create_group("g"))["_id"]
+    await client.add_tasks(gid, [{"name": f"t{i}", "channel": "ex", "input": {"i": i}}
+                                 for i in range(6)])  # fmt: skip
+    async with Running([Parent()], server_url):
+        await eventually(lambda: sum(sent) == 36_000, limit=30, what="every child was sent")
+    assert max(sent) == 6000, sent  # two releases (12,000) never went together
+    channels = await client.request("GET", "/api/v1/channels")
+    assert {c["name"]: c["totalCount"] for c in channels}["kids"] == 36_000
 
 
 async def test_leases_waiting_behind_a_long_task_are_handed_back(

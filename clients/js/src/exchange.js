@@ -11,6 +11,9 @@ import { CrewError } from "./errors.js";
 import { backoffMs, sleep } from "./util.js";
 
 const BATCH = 500; // releases (or returns) per request; the server takes up to 1,000
+// children the releases of one request create together, at most (the server refuses a request
+// over its create limit, 100,000 by default); a release with more goes alone
+const CHILDREN = 10_000;
 const MOST = 1000; // tasks one request may ask for
 const NO_EXCHANGE = new Set([404, 405, 501]);
 
@@ -66,7 +69,7 @@ export class ExchangeSession {
 
   async flush() {
     while (this.outbox.length || this.returns.length) {
-      const batch = this.outbox.splice(0, BATCH);
+      const batch = this.outbox.splice(0, cut(this.outbox));
       const returns = this.returns.splice(0, BATCH);
       // ask for the room these releases make, unless stopping
       const ask = this.rt.stopping ? 0 : Math.max(0, Math.min(MOST, this.room() + batch.length));
@@ -191,4 +194,16 @@ export class ExchangeSession {
     }
     if (this.crewOnly && !rt.stopping) await runner.pollLoops(null);
   }
+}
+
+/** How many queued releases the next request carries: BATCH at most, and no more than CHILDREN
+ * children together unless the first alone has more. */
+export function cut(outbox) {
+  let children = 0;
+  const most = Math.min(outbox.length, BATCH);
+  for (let k = 0; k < most; k++) {
+    children += outbox[k].body?.children?.length ?? 0;
+    if (children > CHILDREN && k) return k;
+  }
+  return most;
 }

@@ -295,3 +295,13 @@ test("poll mode against a server without exchange (Crew): acquire and release", 
   assert.ok(tasks.length === 20 && tasks.every((t) => t.status === "completed" && t.output === t.input));
   assert.ok(refused >= 1 && logger.lines.some((l) => l.event === "worker.exchange_unsupported"));
 });
+
+test("poll mode: one exchange carries at most 10,000 children together (a bigger release alone)", async () => {
+  const { cut } = await import("../src/exchange.js");
+  const queued = (...sizes) => sizes.map((n) => ({ body: n ? { children: new Array(n) } : { output: 1 } }));
+  assert.equal(cut(queued(6000, 6000, 10)), 1);
+  assert.equal(cut(queued(4000, 6000, 1)), 2);
+  assert.equal(cut(queued(20000, 1)), 1);
+  assert.equal(cut(queued(...new Array(600).fill(0))), 500);
+  assert.equal(cut(queued(0, 0, 0)), 3);
+});
