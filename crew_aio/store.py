@@ -34,13 +34,16 @@ import orjson
 from crew_aio.commit import DONE, Barrier, Chunk, Store
 from crew_aio.errors import StoreUnavailable
 from crew_aio.sqlite_file import (
+    CHUNK,
     TABLE,
     StoreCorrupt,
     StoreLocked,
     StoreOpenError,
     StoreUnusable,
     lock,
-    read_only_uri,
+    read_chunks,
+    read_records,
+    read_rows,
     refuse_corrupt,
     unlock,
 )
@@ -63,16 +66,6 @@ HEALTH = "m:health"  # the store's own probe record (crew_aio.keys lists every k
 _CHUNK = 250  # rows per multi-row statement (500 bound parameters, well under SQLite's limit)
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0  # pause between retries of a failed batch nobody waits for
 _DRAIN_LIMIT = 10_000
-_LOAD_CHUNK = 5000  # records a chunk at boot (~1 MB: the pass finds them in the cache)
-# the next chunk of records under a prefix: count, last key, the values as one JSON array
-# (rows reach group_concat in the ordered subquery's order): the first chunk starts at the
-# prefix, each next one after the last key of the one before (one bound each, or SQLite's
-# index search starts at the prefix every time)
-_CHUNK_SQL = tuple(
-    "SELECT count(*), max(key), CAST('[' || group_concat(value, ',') || ']' AS BLOB) FROM "
-    f'(SELECT key, value FROM "{TABLE}" WHERE key {op} ? AND key < ? ORDER BY key LIMIT ?)'
-    for op in (">=", ">")
-)
 
 Batch = dict[str, bytes | None]  # key -> encoded value, or None for a delete
 T = TypeVar("T")
@@ -91,24 +84,6 @@ def _open_writer(path: pathlib.Path) -> Writer:
         return open_writer(path)
     except (OSError, sqlite3.OperationalError) as exc:
         raise StoreUnusable(f"cannot open {path}: {_reason(exc)}") from None
-
-
-def _run_into(future: Future[T], fn: Callable[..., T], *args: Any) -> None:
-    """Run ``fn`` (in a thread of its own) and settle ``future`` with its result or error."""
-    try:
-        future.set_result(fn(*args))
-    except BaseException as exc:  # handed to whoever waits for the future
-        future.set_exception(exc)
-
-
-def _has_table(conn: sqlite3.Connection) -> bool:
-    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return conn.execute(sql, (TABLE,)).fetchone() is not None
-
-
-def _past(prefix: str) -> str:
-    """The least string above every string that starts with ``prefix``."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def _decode(key: object, raw: object) -> tuple[str, Any] | None:
@@ -402,8 +377,9 @@ class SqliteStore(_GroupCommitStore):
                 f"cannot use data directory {path.parent}: {_reason(exc)}"
             ) from None
         if check_while_loading and path.exists() and path.stat().st_size:  # else nothing to load
-            checking: Future[None] = Future()
-            threading.Thread(target=_run_into, args=(checking, _check_file, path)).start()
+            checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crew-check")
+            checking = checker.submit(_check_file, path)
+            checker.shutdown(wait=False)  # the check runs on; the thread ends with it
             return cls(path, None, lock_fd, commit_timeout, on_stuck, checking)
         try:
             _check_file(path)
@@ -430,74 +406,26 @@ class SqliteStore(_GroupCommitStore):
             self._checking.result()
 
     def load(self, raw: str | None = None) -> Iterator[tuple[str, Any]]:
-        # A read-only connection of its own: streaming through sqlitedict's queue costs ~14 s
-        # for 1M rows against ~2.5 s here. It reads committed data only and, in WAL mode, never
-        # blocks the writer. Every key is below the prefix, under it or above (a number sorts
-        # below any text in SQLite, a blob above): two range reads on the key's index.
-        conn = sqlite3.connect(read_only_uri(self.path), uri=True, check_same_thread=False)
-        select = f'SELECT key, value FROM "{TABLE}"'
+        # read-only connections of their own: streaming through sqlitedict's queue costs ~14 s
+        # for 1M rows against ~2.5 s here; they read committed data only and, in WAL mode,
+        # never block the writer
         try:
-            if not _has_table(conn):  # a file the writer has not opened yet (a new store)
-                return
-            queries: list[tuple[str, tuple[str, ...]]] = [(select, ())]
-            if raw is not None:
-                where = " WHERE key < ?", " WHERE key >= ?"
-                queries = [(select + where[0], (raw,)), (select + where[1], (_past(raw),))]
-            for sql, args in queries:
-                cursor = conn.execute(sql, args)
-                while rows := cursor.fetchmany(1000):
-                    for key, data in rows:
-                        item = _decode(key, data)
-                        if item is not None:
-                            yield item
+            for key, data in read_records(self.path, raw):
+                item = _decode(key, data)
+                if item is not None:
+                    yield item
         except sqlite3.DatabaseError:
             self._verdict()
             raise
-        finally:
-            conn.close()
 
-    def chunks(self, prefix: str, size: int = _LOAD_CHUNK) -> Iterator[Chunk]:
-        """The records under ``prefix``, ``size`` at a time, joined by SQLite itself (no Python
-        object per row), the next chunk read by a thread while the caller decodes this one
-        (SQLite runs without the GIL): 1M task records in ~0.5 s."""
-        past = _past(prefix)
-        conn = sqlite3.connect(read_only_uri(self.path), uri=True, check_same_thread=False)
-        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crew-load")
-
-        def read(after: str | None) -> tuple[int, str | None, bytes | None]:
-            sql = _CHUNK_SQL[after is not None]
-            row = conn.execute(sql, (prefix if after is None else after, past, size)).fetchone()
-            return int(row[0]), row[1], row[2]
-
+    def chunks(self, prefix: str, size: int = CHUNK) -> Iterator[Chunk]:
         try:
-            if not _has_table(conn):
-                return
-            after: str | None = None
-            ahead = reader.submit(read, after)
-            while True:
-                count, last, array = ahead.result()
-                if not count or last is None:
-                    return
-                ahead = reader.submit(read, last)
-                rows = functools.partial(self._rows, prefix, after, last)
-                yield Chunk(count, array or b"[]", rows)
-                after = last
+            for count, array, after, last in read_chunks(self.path, prefix, size):
+                rows = functools.partial(read_rows, self.path, prefix, after, last)
+                yield Chunk(count, array, rows)
         except sqlite3.DatabaseError:
             self._verdict()
             raise
-        finally:
-            reader.shutdown(wait=True)
-            conn.close()
-
-    def _rows(self, prefix: str, after: str | None, last: str) -> list[tuple[str, Any]]:
-        """The records of one chunk, each as stored (for a chunk that did not decode whole)."""
-        conn = sqlite3.connect(read_only_uri(self.path), uri=True)
-        try:
-            sql = f'SELECT key, value FROM "{TABLE}" WHERE key {">=" if after is None else ">"} ?'
-            start = prefix if after is None else after
-            return conn.execute(sql + " AND key <= ? ORDER BY key", (start, last)).fetchall()
-        finally:
-            conn.close()
 
     async def _commit(self, batch: Batch) -> None:
         assert self._db is not None, "start() opens the writer"

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from crew_aio.engine.graph import TaskSpec, plan_batch
+from crew_aio.engine.loading import Loading
 from crew_aio.engine.state import (
     NO_CHANGE,
     STEP,
     Change,
-    State,
     Steps,
     run_steps,
     sliced,
@@ -25,7 +25,7 @@ __all__ = ["Work"]
 LEASE_EXPIRED = "lease expired"
 
 
-class Work(State):
+class Work(Loading):
     """Engine calls used by workers; each takes ``now`` and returns what changed."""
 
     # creation ----------------------------------------------------------------------------
